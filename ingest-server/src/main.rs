@@ -1,0 +1,3 @@
+fn main() {
+    println!("ingest-server: not yet implemented");
+}

@@ -1,0 +1,1 @@
+//! End-to-end support code (fault proxy, process harness).

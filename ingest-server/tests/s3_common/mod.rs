@@ -1,0 +1,372 @@
+//! Test support shared by the S3, Parquet, compaction and import tests: the Python venv
+//! from `scripts/setup-python.sh` (moto, duckdb, pyarrow), a moto S3 server on
+//! 127.0.0.1, the real `ingest-server` binary, and reading objects back.
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::{Value, json};
+
+/// The write key every test server accepts, mapped to [`SOURCE`].
+pub const WRITE_KEY: &str = "formats-test-key";
+/// The source name of [`WRITE_KEY`].
+pub const SOURCE: &str = "formats";
+
+/// The venv made by `scripts/setup-python.sh`, or `None` (with a loud message) when it is
+/// missing and `TRIBUTARY_REQUIRE_S3` is unset. With `TRIBUTARY_REQUIRE_S3` set, a missing
+/// venv fails the test: CI must never skip silently.
+pub fn venv(what: &str) -> Option<PathBuf> {
+    let cache = std::env::var_os("TRIBUTARY_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tributary")))
+        .unwrap_or_else(|| PathBuf::from(".cache/tributary"));
+    let venv = cache.join("venv");
+    if venv.join("bin/moto_server").exists() && venv.join("bin/python").exists() {
+        return Some(venv);
+    }
+    let message = format!(
+        "{what}: the Python venv {} is missing; run scripts/setup-python.sh",
+        venv.display()
+    );
+    if std::env::var_os("TRIBUTARY_REQUIRE_S3").is_some() {
+        panic!("{message} (TRIBUTARY_REQUIRE_S3 is set, so this is a failure)");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+    None
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {addr} within {timeout:?}");
+}
+
+/// moto's S3 server on 127.0.0.1, killed when dropped.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts `moto_server` from the venv on a free port and waits until it answers.
+    pub fn start(venv: &Path) -> Self {
+        let port = free_port();
+        let mut child = Command::new(venv.join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn moto_server");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for_port(addr, &mut child, "moto_server", Duration::from_secs(30));
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Creates a bucket (moto does not check signatures, so a plain PUT does).
+    pub fn create_bucket(&self, bucket: &str) {
+        let resp = agent()
+            .put(format!("{}/{bucket}", self.endpoint))
+            .send(&[] as &[u8])
+            .expect("create bucket");
+        assert_eq!(resp.status(), 200, "create bucket {bucket}");
+    }
+
+    /// An `object_store` client for `bucket` on this server.
+    pub fn store(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(&self.endpoint)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .expect("build S3 client")
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP agent that returns 4xx/5xx as responses, not errors.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// The real `ingest-server` binary, killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Where its stdout/stderr go.
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts the binary with `--listen`, `--data-dir`, `--write-key` and `args`, plus
+    /// `env`, and waits for `GET /health`.
+    pub fn start(data_dir: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let port = free_port();
+        let log = data_dir.with_extension("server.log");
+        let out = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open server log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--write-key")
+            .arg(format!("{WRITE_KEY}={SOURCE}"))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn ingest-server");
+        let mut server = Server {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let agent = agent();
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("ingest-server exited with {status}; log:\n{}", self.log_tail());
+            }
+            if let Ok(resp) = agent.get(format!("{}/health", self.url)).call()
+                && resp.status() == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("ingest-server not healthy; log:\n{}", self.log_tail());
+    }
+
+    /// The last few KB of the server's output.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(4000);
+        text.get(start..).unwrap_or(&text).to_string()
+    }
+
+    /// The OS process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// POSTs one gzip batch; panics unless the answer is 200 with no rejected event.
+    pub fn post_batch(&self, events: &[Value]) {
+        let body = json!({ "batch": events, "sentAt": now_iso() });
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(body.to_string().as_bytes()).unwrap();
+        let body = gz.finish().unwrap();
+        let resp = agent()
+            .post(format!("{}/v1/batch", self.url))
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", "gzip")
+            .header("Authorization", basic_auth())
+            .send(&body[..])
+            .expect("POST /v1/batch");
+        let status = resp.status();
+        let text = resp.into_body().read_to_string().unwrap_or_default();
+        assert_eq!(status, 200, "batch refused: {text}\nlog:\n{}", self.log_tail());
+    }
+
+    /// SIGTERM, then waits (up to 60 s) for a graceful exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        panic!("ingest-server did not exit after SIGTERM; log:\n{}", self.log_tail());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends a signal by name with `kill(1)` (no libc dependency for one call).
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// `Basic base64(WRITE_KEY:)`.
+pub fn basic_auth() -> String {
+    format!("Basic {}", base64(format!("{WRITE_KEY}:").as_bytes()))
+}
+
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The current time as RFC 3339 with milliseconds, UTC.
+pub fn now_iso() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+}
+
+/// A valid `track` event with a given messageId and some padding in `properties`.
+pub fn track(message_id: &str, padding: &str) -> Value {
+    json!({
+        "type": "track",
+        "event": "Test Event",
+        "messageId": message_id,
+        "userId": "user-1",
+        "timestamp": now_iso(),
+        "properties": { "pad": padding, "n": 1 },
+    })
+}
+
+/// Every event of every object in `store` under `prefix`, decoded by its file extension.
+/// Returns (object path, events) pairs.
+pub async fn read_objects(
+    store: &dyn object_store::ObjectStore,
+    prefix: Option<&object_store::path::Path>,
+) -> Vec<(object_store::ObjectMeta, Vec<Value>)> {
+    use futures_util::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let metas: Vec<object_store::ObjectMeta> = store.list(prefix).try_collect().await.unwrap();
+    let mut out = Vec::new();
+    for meta in metas {
+        let Some(format) = ingest_server::format::Format::from_path(meta.location.as_ref()) else {
+            continue; // not a data object (e.g. an intent or marker)
+        };
+        let bytes = store.get(&meta.location).await.unwrap().bytes().await.unwrap();
+        let events = format
+            .decode(&bytes)
+            .unwrap_or_else(|e| panic!("decode {}: {e}", meta.location));
+        out.push((meta, events));
+    }
+    out
+}
+
+/// Asserts that every id in `expected` appears exactly once among `events`' messageIds,
+/// and nothing else appears.
+pub fn assert_exactly_once<'a>(
+    expected: impl IntoIterator<Item = &'a String>,
+    events: impl IntoIterator<Item = &'a Value>,
+) {
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    for e in events {
+        let id = e["messageId"].as_str().expect("stored event has messageId");
+        *counts.entry(id.to_string()).or_default() += 1;
+    }
+    let mut missing = Vec::new();
+    let mut expected_n = 0;
+    for id in expected {
+        expected_n += 1;
+        match counts.remove(id) {
+            Some(1) => {}
+            Some(n) => panic!("messageId {id} stored {n} times"),
+            None => missing.push(id.clone()),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {expected_n} ids missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(counts.is_empty(), "unexpected ids stored: {:?}", counts.keys().take(5).collect::<Vec<_>>());
+}

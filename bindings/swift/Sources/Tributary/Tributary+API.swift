@@ -1,0 +1,191 @@
+import Foundation
+
+/// The object an app uses to record analytics events.
+///
+/// A thin layer over the Rust core (`Client`): recording methods validate and build the
+/// event, hand it to the core's background writer and return; they never wait for disk
+/// or network I/O. Every event recorded is delivered exactly once to the collector,
+/// through offline periods, app kills and retries.
+///
+/// ```swift
+/// let tributary = try Tributary(
+///     endpoint: "https://ingest.example.com",
+///     writeKey: "WRITE_KEY",
+///     storageDirectory: Tributary.defaultStorageDirectory()
+/// )
+/// try tributary.track("Signed Up", properties: ["plan": "pro"])
+/// ```
+///
+/// All methods are safe to call from any thread. Errors are ``TributaryError`` values
+/// whose ``TributaryError/message`` comes from the Rust core and says what to do.
+public final class Tributary: Sendable {
+    /// The generated UniFFI object; `Client` is `@unchecked Sendable` because the
+    /// Rust object behind it is `Send + Sync`.
+    private let client: Client
+
+    /// The `library_name` this layer reports in `context.library.name`.
+    public static let libraryName = "tributary-swift"
+    /// The version reported in `context.library.version`.
+    public static let libraryVersion = "0.1.0"
+
+    /// Opens (or creates) the queue in `config.storageDir` and starts the core's
+    /// background threads.
+    ///
+    /// - Parameters:
+    ///   - config: the full configuration; see ``Tributary/configuration(endpoint:writeKey:storageDirectory:)``
+    ///     for one with every default and this library's name.
+    ///   - logger: receives the core's log messages, from its background threads.
+    ///     The default routes them to os_log on Apple platforms and to standard output
+    ///     elsewhere; pass `nil` for silence.
+    /// - Throws: ``TributaryError/InvalidConfig(message:)`` naming the bad field, or
+    ///   ``TributaryError/StorageUnavailable(message:)`` when the directory cannot be used
+    ///   (for example because another client holds it).
+    public init(config: Config, logger: (any Logger)? = SystemLogger()) throws {
+        client = try Client(config: config, logger: logger)
+    }
+
+    /// Opens a client with every default setting.
+    ///
+    /// - Parameter storageDirectory: a directory this client owns; it is created if missing.
+    public convenience init(
+        endpoint: String,
+        writeKey: String,
+        storageDirectory: URL,
+        logger: (any Logger)? = SystemLogger()
+    ) throws {
+        try self.init(
+            config: Self.configuration(endpoint: endpoint, writeKey: writeKey, storageDirectory: storageDirectory),
+            logger: logger
+        )
+    }
+
+    /// A configuration with the core's defaults that reports this Swift library's name
+    /// and version. Change fields (for example `flushAt`) before passing it to ``init(config:logger:)``.
+    public static func configuration(endpoint: String, writeKey: String, storageDirectory: URL) -> Config {
+        Config(
+            endpoint: endpoint,
+            writeKey: writeKey,
+            storageDir: storageDirectory.path,
+            libraryName: libraryName,
+            libraryVersion: libraryVersion
+        )
+    }
+
+    /// `Application Support/tributary` (created if missing), the usual place for the queue.
+    /// On Linux this is under `~/.local/share`.
+    public static func defaultStorageDirectory() throws -> URL {
+        let base = try FileManager.default.url(
+            for: .applicationSupportDirectory, in: .userDomainMask, appropriateFor: nil, create: true
+        )
+        let dir = base.appendingPathComponent("tributary", isDirectory: true)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    // MARK: Recording
+
+    /// Records a `track` event.
+    ///
+    /// - Parameter properties: JSON-compatible values: `String`, `Bool`, integers,
+    ///   finite floating-point numbers, `NSNull` or `nil`, arrays and `[String: Any]`
+    ///   dictionaries, nested freely. `Date` becomes an ISO 8601 string and `URL` its
+    ///   absolute string.
+    /// - Throws: ``TributaryError/InvalidJson(message:)`` naming the first value that is
+    ///   not JSON, ``TributaryError/EventTooLarge(message:)`` past `maxEventBytes`, or
+    ///   ``TributaryError/ShutDown(message:)`` after ``shutdown(timeout:)``.
+    public func track(_ name: String, properties: [String: Any] = [:]) throws {
+        try client.track(name: name, propertiesJson: JSONProperties.encode(properties, argument: "properties"))
+    }
+
+    /// Records an `identify` event and remembers `userId` for later events.
+    public func identify(_ userId: String, traits: [String: Any] = [:]) throws {
+        try client.identify(userId: userId, traitsJson: JSONProperties.encode(traits, argument: "traits"))
+    }
+
+    /// Records a `screen` event.
+    public func screen(_ name: String, properties: [String: Any] = [:]) throws {
+        try client.screen(name: name, propertiesJson: JSONProperties.encode(properties, argument: "properties"))
+    }
+
+    /// Records a `group` event.
+    public func group(_ groupId: String, traits: [String: Any] = [:]) throws {
+        try client.group(groupId: groupId, traitsJson: JSONProperties.encode(traits, argument: "traits"))
+    }
+
+    /// Records an `alias` event from the current id to `newId`, which becomes the user id.
+    public func alias(_ newId: String) throws {
+        try client.alias(newId: newId)
+    }
+
+    // MARK: Delivery
+
+    /// Asks for an upload soon and returns at once.
+    public func flush() {
+        client.flush()
+    }
+
+    /// Blocks the calling thread until every event recorded before the call is durable
+    /// and then delivered, until delivery is impossible (offline, unauthorized), or until
+    /// `timeout` seconds pass. Do not call it on the main thread; use it in background
+    /// tasks (see the iOS sample) or tests.
+    @discardableResult
+    public func flushBlocking(timeout: TimeInterval) -> FlushResult {
+        client.flushBlocking(timeoutMs: Self.milliseconds(timeout))
+    }
+
+    /// Tells the core whether the device is online. Going online triggers an upload;
+    /// nothing is uploaded while offline.
+    public func setNetworkAvailable(_ available: Bool) {
+        client.setNetworkAvailable(available: available)
+    }
+
+    /// Replaces the device context copied into every later event.
+    public func setContext(_ context: DeviceContext) {
+        client.setContext(context: context)
+    }
+
+    /// Replaces the write key, and resumes uploads paused by a 401 or 403.
+    public func setWriteKey(_ writeKey: String) throws {
+        try client.setWriteKey(writeKey: writeKey)
+    }
+
+    // MARK: Identity and consent
+
+    /// Forgets the user id and traits and starts a new anonymous id.
+    public func reset() {
+        client.reset()
+    }
+
+    /// Stops recording and deletes every queued event.
+    public func optOut() {
+        client.setEnabled(enabled: false)
+    }
+
+    /// Resumes recording after ``optOut()``.
+    public func optIn() {
+        client.setEnabled(enabled: true)
+    }
+
+    /// The current anonymous id.
+    public var anonymousId: String { client.anonymousId() }
+
+    /// The user id set by ``identify(_:traits:)`` or ``alias(_:)``, if any.
+    public var userId: String? { client.userId() }
+
+    /// A snapshot of the queue and the counters.
+    public var stats: Stats { client.stats() }
+
+    /// Makes every recorded event durable, tries one last upload within `timeout` seconds
+    /// and stops the background threads. Later calls throw ``TributaryError/ShutDown(message:)``.
+    @discardableResult
+    public func shutdown(timeout: TimeInterval) -> FlushResult {
+        client.shutdown(timeoutMs: Self.milliseconds(timeout))
+    }
+
+    /// Seconds to whole milliseconds, clamping negative and non-finite values.
+    static func milliseconds(_ seconds: TimeInterval) -> UInt64 {
+        guard seconds.isFinite, seconds > 0 else { return 0 }
+        let ms = (seconds * 1000).rounded(.up)
+        return ms >= Double(UInt64.max) ? UInt64.max : UInt64(ms)
+    }
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Builds the sdk-core cdylib on the host, regenerates the Swift bindings from it, and runs
+# `swift test` for bindings/swift and ios-sample inside the trixie root made by
+# scripts/setup-swift.sh. Exits non-zero on any failure.
+#
+# The generated files (Sources/TributaryFFI, Sources/Tributary/Generated) are gitignored
+# and rewritten on every run, so a stale binding can never be tested.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd -P)"
+CACHE="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}"
+ROOT="$CACHE/swift-root"
+PKG="$REPO/bindings/swift"
+SAMPLE="$REPO/ios-sample"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+LIB_DIR="$(cd "$CARGO_TARGET_DIR" && pwd -P)/debug"
+
+log() { echo "[test-swift $(date +%H:%M:%S)] $*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "test-swift.sh needs root (chroot and bind mounts)" >&2
+  exit 1
+fi
+if [ ! -f "$ROOT/.tributary-swift-ready" ]; then
+  echo "no Swift root at $ROOT: run scripts/setup-swift.sh first" >&2
+  exit 1
+fi
+
+start=$SECONDS
+# TRIBUTARY_SWIFT_SKIP_CARGO=1 reuses the library already built in $CARGO_TARGET_DIR
+# (for iterating on Swift code only; CI always rebuilds).
+if [ "${TRIBUTARY_SWIFT_SKIP_CARGO:-0}" != 1 ]; then
+  log "cargo build -p sdk-core -p uniffi-bindgen (debug)"
+  (cd "$REPO" && cargo build -p sdk-core -p uniffi-bindgen --lib --bins)
+fi
+LIB="$LIB_DIR/libtributary.so"
+BINDGEN="$CARGO_TARGET_DIR/debug/uniffi-bindgen-swift"
+
+log "generating the Swift bindings from $LIB"
+rm -rf "$PKG/Sources/TributaryFFI" "$PKG/Sources/Tributary/Generated"
+# uniffi-bindgen runs `cargo metadata`, so run it inside the workspace.
+(
+  cd "$REPO"
+  "$BINDGEN" -c "$PKG/uniffi.toml" "$LIB" "$PKG/Sources/TributaryFFI" \
+    --headers --modulemap --module-name TributaryFFI --modulemap-filename module.modulemap
+  "$BINDGEN" -c "$PKG/uniffi.toml" "$LIB" "$PKG/Sources/Tributary/Generated" --swift-sources
+)
+
+# Mount what the root needs, at the same absolute paths as on the host, and always
+# unmount (deepest first) however this script ends.
+mounted=()
+cleanup() {
+  local i
+  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
+    umount "${mounted[$i]}" 2>/dev/null || umount -l "${mounted[$i]}" || true
+  done
+}
+trap cleanup EXIT
+bind() { # bind SOURCE: mounts SOURCE at the same path inside the root
+  mkdir -p "$ROOT$1"
+  mount --bind "$1" "$ROOT$1"
+  mounted+=("$ROOT$1")
+}
+mount -t proc proc "$ROOT/proc"
+mounted+=("$ROOT/proc")
+bind /dev
+bind "$REPO"
+case "$LIB_DIR/" in
+  "$REPO"/*) ;; # already visible through the repository
+  *) bind "$LIB_DIR" ;;
+esac
+
+in_root() {
+  chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
+    TRIBUTARY_LIB_DIR="$LIB_DIR" "$@"
+}
+
+status=0
+for pkg in "$PKG" "$SAMPLE"; do
+  log "swift test in $pkg"
+  if ! in_root /bin/sh -c "cd '$pkg' && swift test"; then
+    log "swift test FAILED in $pkg"
+    status=1
+  fi
+done
+log "done in $((SECONDS - start)) s"
+exit "$status"

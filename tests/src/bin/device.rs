@@ -1,0 +1,130 @@
+//! A simulated device in its own process, so tests can SIGKILL it mid-upload
+//! and start it again on the same storage.
+//!
+//! `device --storage DIR --endpoint URL --device ID --start SEQ --count N
+//!  [--chunk K] [--pace-ms MS] [--drain-ms MS] [--write-key KEY]`
+//!
+//! It records events `start..start+count` in chunks of K. Before each chunk it
+//! prints `tracking FROM TO`; once `flush_blocking` confirms the chunk durable
+//! it prints `durable FROM TO`. At the end it flushes until delivered (or
+//! `--drain-ms` passes), prints `result <FlushResult>` and `stats <Stats>`,
+//! shuts down and exits 0. Every line is flushed at once, so a kill loses none.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use tributary::{Client, FlushResult};
+
+struct Args {
+    storage: String,
+    endpoint: String,
+    write_key: String,
+    device: String,
+    start: u64,
+    count: u64,
+    chunk: u64,
+    pace_ms: u64,
+    drain_ms: u64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        storage: String::new(),
+        endpoint: String::new(),
+        write_key: tests::server::WRITE_KEY.into(),
+        device: String::new(),
+        start: 0,
+        count: 0,
+        chunk: 10,
+        pace_ms: 0,
+        drain_ms: 30_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let num = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{flag}: `{value}` is not a number"))
+        };
+        match flag.as_str() {
+            "--storage" => args.storage = value.clone(),
+            "--endpoint" => args.endpoint = value.clone(),
+            "--write-key" => args.write_key = value.clone(),
+            "--device" => args.device = value.clone(),
+            "--start" => args.start = num()?,
+            "--count" => args.count = num()?,
+            "--chunk" => args.chunk = num()?.max(1),
+            "--pace-ms" => args.pace_ms = num()?,
+            "--drain-ms" => args.drain_ms = num()?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if args.storage.is_empty() || args.endpoint.is_empty() || args.device.is_empty() {
+        return Err("--storage, --endpoint and --device are required".into());
+    }
+    Ok(args)
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(why) => {
+            eprintln!("device: {why}");
+            std::process::exit(2);
+        }
+    };
+    let mut config = tests::sim::test_config(&args.endpoint, std::path::Path::new(&args.storage));
+    config.write_key = args.write_key.clone();
+    let client = match Client::new(config, None) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("device: Client::new: {e}");
+            std::process::exit(1);
+        }
+    };
+    say("ready");
+    let end = args.start + args.count;
+    let mut from = args.start;
+    while from < end {
+        let to = (from + args.chunk).min(end);
+        say(&format!("tracking {from} {to}"));
+        for seq in from..to {
+            if let Err(e) = client.track(
+                "E2E Event".into(),
+                tests::sim::properties_json(&args.device, seq),
+            ) {
+                eprintln!("device: track: {e}");
+                std::process::exit(1);
+            }
+        }
+        // A short timeout: we only need durability, which every outcome implies.
+        let result = client.flush_blocking(1);
+        if result == FlushResult::Disabled {
+            eprintln!("device: client disabled");
+            std::process::exit(1);
+        }
+        say(&format!("durable {from} {to}"));
+        from = to;
+        if args.pace_ms > 0 {
+            std::thread::sleep(Duration::from_millis(args.pace_ms));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_millis(args.drain_ms);
+    let mut result = client.flush_blocking(1);
+    while result != FlushResult::Delivered && Instant::now() < deadline {
+        result = client.flush_blocking(1_000);
+    }
+    say(&format!("result {result:?}"));
+    say(&format!("stats {:?}", client.stats()));
+    client.shutdown(2_000);
+    say("exit");
+}

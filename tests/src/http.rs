@@ -1,0 +1,94 @@
+//! A small HTTP client for the harness: health checks, metrics, and raw
+//! Segment batches (for what the SDK cannot do, such as a skewed clock).
+
+use std::io::Write;
+use std::time::Duration;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::Value;
+
+/// An agent that returns 4xx/5xx as responses, not errors.
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// The outcome of posting one raw batch.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// HTTP status, or `None` if the connection failed or was cut.
+    pub status: Option<u16>,
+    /// The body (empty on failure).
+    pub body: String,
+}
+
+/// POSTs `{"batch": events, "sentAt": sent_at}` gzip-compressed to
+/// `{endpoint}/v1/batch` with Basic auth and an `Idempotency-Key`, as the SDK does.
+pub fn post_batch(
+    agent: &ureq::Agent,
+    endpoint: &str,
+    write_key: &str,
+    idempotency_key: &str,
+    events: &[Value],
+    sent_at: &str,
+) -> RawResponse {
+    let body = serde_json::json!({ "batch": events, "sentAt": sent_at });
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(body.to_string().as_bytes()).expect("gzip");
+    let bytes = gz.finish().expect("gzip");
+    let auth = basic_auth(write_key);
+    let result = agent
+        .post(format!("{endpoint}/v1/batch"))
+        .header("Authorization", &auth)
+        .header("Content-Type", "application/json")
+        .header("Content-Encoding", "gzip")
+        .header("Idempotency-Key", idempotency_key)
+        .send(&bytes[..]);
+    match result {
+        Ok(mut resp) => RawResponse {
+            status: Some(resp.status().as_u16()),
+            body: resp.body_mut().read_to_string().unwrap_or_default(),
+        },
+        Err(_) => RawResponse {
+            status: None,
+            body: String::new(),
+        },
+    }
+}
+
+/// `Basic base64(write_key:)`.
+pub fn basic_auth(write_key: &str) -> String {
+    format!("Basic {}", base64(format!("{write_key}:").as_bytes()))
+}
+
+fn base64(input: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foo"), "Zm9v");
+        assert_eq!(super::basic_auth("key"), "Basic a2V5Og==");
+    }
+}

@@ -1,3 +1,62 @@
-fn main() {
-    println!("ingest-server: not yet implemented");
+//! `ingest-server`: serve (default), `compact`, `import`.
+
+use clap::{Parser, Subcommand};
+use ingest_server::config::ServerCli;
+use ingest_server::{compact, import, server};
+
+/// Tributary ingest server: Segment-compatible HTTP API, durable before ack,
+/// exactly-once to partitioned objects (local disk or S3).
+///
+/// Every option can also be set with its TRIBUTARY_* environment variable or in
+/// the TOML file given with --config (flag names as keys).
+#[derive(Debug, Parser)]
+#[command(name = "ingest-server", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServerCli,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Merge the small objects of partitions into target-sized ones, atomically.
+    Compact(compact::Args),
+    /// Bulk-load NDJSON files (re-runnable: dedupe by messageId makes it idempotent).
+    Import(import::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Some(Command::Compact(args)) => compact::run(args).await,
+            Some(Command::Import(args)) => import::run(args).await,
+            None => server::run(cli.serve.resolve()?).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -29,6 +29,13 @@ pub enum FormatError {
 pub trait Encoder: Send {
     /// Appends one event (a JSON object as stored).
     fn push(&mut self, event: &Value) -> Result<(), FormatError>;
+    /// Appends one event given as its JSON text (one object, as stored). The writer
+    /// calls this; formats that store the text as-is override it to skip a parse.
+    fn push_json(&mut self, raw: &[u8]) -> Result<(), FormatError> {
+        let event: Value =
+            serde_json::from_slice(raw).map_err(|e| FormatError::Encode(e.to_string()))?;
+        self.push(&event)
+    }
     /// Approximate size of the finished object so far, used to roll at `--roll-bytes`.
     fn approx_bytes(&self) -> u64;
     /// Events pushed so far.

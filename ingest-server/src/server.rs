@@ -1,0 +1,154 @@
+//! Wiring the stages together: start-up, serving, and graceful shutdown.
+//!
+//! Start-up: open the state database, the sink and the log (repairing a torn log
+//! tail and re-storing recent idempotency answers), start the writer (which first
+//! settles crash leftovers), then listen. Shutdown on SIGTERM/SIGINT: stop
+//! accepting connections, finish in-flight requests, close the log (every queued
+//! append is written), let the writer read to the end, roll every open object,
+//! commit, and exit 0.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+use crate::api::{AppState, router};
+use crate::config::{Config, DEFAULT_SOURCE, WRITE_KEY_FILE, parse_write_keys};
+use crate::log::{Broker, FileLog, SEGMENT_BYTES};
+use crate::metrics::Metrics;
+use crate::sink::{ObjectSink, Sink};
+use crate::state::StateDb;
+use crate::writer::{self, WriterConfig, WriterStatus};
+
+/// Runs the server until SIGTERM/SIGINT.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let data_dir = cfg.store.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let keys = if cfg.write_keys.is_empty() {
+        generated_key(&data_dir)?
+    } else {
+        cfg.write_keys.clone()
+    };
+    let sink: Arc<dyn Sink> = Arc::new(ObjectSink::open(&cfg.store)?);
+    let db = StateDb::open(&data_dir).context("cannot open the state database")?;
+    let checkpoint = db.checkpoint()?;
+    let mut hook_db = StateDb::open(&data_dir)?;
+    let hook = Box::new(move |recs: &[&crate::log::IdempotencyRecord]| {
+        if let Err(e) = hook_db.insert_idempotency(recs) {
+            // The records are in the log's last segment; start-up re-inserts them.
+            tracing::warn!(error = %e, "storing idempotency answers failed");
+        }
+    });
+    let opened = FileLog::open(&data_dir.join("log"), checkpoint, SEGMENT_BYTES, hook)
+        .context("cannot open the durable log")?;
+    let mut idem_db = StateDb::open(&data_dir)?;
+    if !opened.recent_idempotency.is_empty() {
+        let refs: Vec<_> = opened.recent_idempotency.iter().collect();
+        idem_db.insert_idempotency(&refs)?;
+    }
+    let log: Arc<dyn Broker> = opened.log;
+    let metrics = Arc::new(Metrics::default());
+    let status = Arc::new(WriterStatus::default());
+    status.sink_healthy.store(true, Ordering::Release);
+    let writer_thread = writer::spawn(
+        WriterConfig {
+            format: cfg.store.format,
+            roll_bytes: cfg.roll_bytes,
+            roll_interval: cfg.roll_interval,
+            dedupe_window: cfg.dedupe_window,
+        },
+        log.clone(),
+        db,
+        sink.clone(),
+        tokio::runtime::Handle::current(),
+        metrics.clone(),
+        status.clone(),
+    )?;
+    let state = Arc::new(AppState {
+        inflight: tokio::sync::Semaphore::new(cfg.max_inflight),
+        cfg: cfg.clone(),
+        keys,
+        log: log.clone(),
+        sink,
+        metrics,
+        idem_db: Mutex::new(idem_db),
+        idem_inflight: Mutex::new(Default::default()),
+        writer: status.clone(),
+        shutting_down: AtomicBool::new(false),
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        storage = %cfg.store.storage,
+        format = ?cfg.store.format,
+        "ingest-server ready"
+    );
+    let shutdown_state = state.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: draining requests");
+            shutdown_state.shutting_down.store(true, Ordering::Release);
+        })
+        .await?;
+    // Every in-flight request is answered; write whatever is queued, then stop the log.
+    log.close();
+    status.stop.store(true, Ordering::Release);
+    let join = tokio::task::spawn_blocking(move || writer_thread.join());
+    let _ = join.await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Loads the generated write key, creating it (mode 0600) and printing it on first start.
+fn generated_key(data_dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let path = data_dir.join(WRITE_KEY_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let key = text.trim().to_string();
+        if !key.is_empty() {
+            println!("write key (from {}): {key}", path.display());
+            return parse_write_keys(&[key]);
+        }
+    }
+    let mut random = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+        .context("cannot read /dev/urandom to generate a write key")?;
+    let key: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{key}")?;
+    f.sync_all()?;
+    println!(
+        "generated write key: {key}  (stored in {}; source name `{DEFAULT_SOURCE}`)",
+        path.display()
+    );
+    parse_write_keys(&[key])
+}

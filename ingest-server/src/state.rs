@@ -1,0 +1,304 @@
+//! The writer's durable state: dedupe index, write-ahead intents, log checkpoint
+//! and idempotency answers, in one SQLite database (`<data-dir>/state.sqlite`, WAL).
+//!
+//! # API for other stages (`import`, `compact`)
+//!
+//! * [`message_key`]`(source, message_id)` → the 16-byte dedupe key (xxh3-128 of
+//!   `source \0 messageId`): dedupe is per source, like Segment's per write key.
+//! * [`StateDb::contains`] → is this key already stored (within the window)?
+//! * [`StateDb::record_intent`] before uploading an object, then
+//!   [`StateDb::commit_object`] after the object is durable: inserts the dedupe
+//!   keys, deletes the intent and (for the writer) moves the checkpoint, all in
+//!   one transaction. [`StateDb::abandon_intent`] when the upload is given up
+//!   and the object deleted.
+//! * [`StateDb::pending_intents`]: objects that may exist but are not committed
+//!   (compaction must not touch them; recovery settles them at start).
+//!
+//! Several processes may open the database at once (WAL, busy timeout): the
+//! server's writer, and `import` or `compact` run beside it.
+//!
+//! # Size
+//!
+//! `dedupe(key BLOB(16) PRIMARY KEY, seen_at INTEGER) WITHOUT ROWID` plus an
+//! index on `seen_at` for pruning. Measured about 60-70 bytes per id on disk
+//! (see the `dedupe_index_size` test / `ingest_dedupe_index_bytes` metric),
+//! i.e. ~65 MB per million ids, with SQLite's page cache bounding memory.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::log::IdempotencyRecord;
+
+/// 16-byte dedupe key of a message.
+pub type MessageKey = [u8; 16];
+
+/// The dedupe key of `message_id` within `source`.
+pub fn message_key(source: &str, message_id: &str) -> MessageKey {
+    let mut h = twox_hash::XxHash3_128::new();
+    h.write(source.as_bytes());
+    h.write(&[0]);
+    h.write(message_id.as_bytes());
+    h.finish_128().to_le_bytes()
+}
+
+/// File name of the state database inside the data directory.
+pub const STATE_FILE: &str = "state.sqlite";
+
+/// An object whose upload was started but not committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    /// Object path relative to the store root (see [`crate::naming`]).
+    pub path: String,
+    /// First log offset in the object.
+    pub first: u64,
+    /// Last log offset in the object.
+    pub last: u64,
+}
+
+/// Everything committed once an object is durable.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectCommit<'a> {
+    /// The object path (its intent is deleted).
+    pub path: &'a str,
+    /// Dedupe keys of the events in the object.
+    pub keys: &'a [MessageKey],
+    /// `seen_at` of those keys (ms since epoch; used for window pruning).
+    pub seen_at_ms: i64,
+    /// New log checkpoint, if this commit moves it (the writer does; import doesn't).
+    pub checkpoint: Option<u64>,
+}
+
+/// The state database.
+pub struct StateDb {
+    conn: Connection,
+}
+
+impl StateDb {
+    /// Opens or creates `<data_dir>/state.sqlite`.
+    pub fn open(data_dir: &Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open(data_dir.join(STATE_FILE))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit is on disk before we move on (commits are per object, rare).
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS dedupe (
+                 key BLOB PRIMARY KEY, seen_at INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS dedupe_seen ON dedupe(seen_at);
+             CREATE TABLE IF NOT EXISTS intents (
+                 path TEXT PRIMARY KEY, first INTEGER NOT NULL, last INTEGER NOT NULL,
+                 created_at INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS idempotency (
+                 key TEXT PRIMARY KEY, seen_at INTEGER NOT NULL, status INTEGER NOT NULL,
+                 body BLOB NOT NULL) WITHOUT ROWID;",
+        )?;
+        Ok(Self { conn })
+    }
+
+    /// The log checkpoint: every offset below it is settled (in a committed object,
+    /// a duplicate of one, or not an event).
+    pub fn checkpoint(&self) -> rusqlite::Result<u64> {
+        let v: Option<i64> = self
+            .conn
+            .query_row("SELECT v FROM meta WHERE k = 'checkpoint'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Moves the checkpoint (when no object is open, nothing else to commit).
+    pub fn set_checkpoint(&self, offset: u64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta(k, v) VALUES('checkpoint', ?1)
+             ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            [offset as i64],
+        )?;
+        Ok(())
+    }
+
+    /// True if the key is in the index.
+    pub fn contains(&self, key: &MessageKey) -> rusqlite::Result<bool> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM dedupe WHERE key = ?1")?;
+        st.exists([&key[..]])
+    }
+
+    /// Records that `path` is about to be uploaded (write-ahead intent).
+    pub fn record_intent(&self, intent: &Intent, now_ms: i64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO intents(path, first, last, created_at) VALUES(?1, ?2, ?3, ?4)",
+            params![intent.path, intent.first as i64, intent.last as i64, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Intents not yet committed nor abandoned.
+    pub fn pending_intents(&self) -> rusqlite::Result<Vec<Intent>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT path, first, last FROM intents ORDER BY first")?;
+        let rows = st.query_map([], |r| {
+            Ok(Intent {
+                path: r.get(0)?,
+                first: r.get::<_, i64>(1)? as u64,
+                last: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Drops an intent whose object does not exist (or was deleted).
+    pub fn abandon_intent(&self, path: &str) -> rusqlite::Result<()> {
+        self.conn
+            .execute("DELETE FROM intents WHERE path = ?1", [path])?;
+        Ok(())
+    }
+
+    /// Commits a durable object atomically: dedupe keys, intent removal, checkpoint.
+    pub fn commit_object(&mut self, commit: &ObjectCommit<'_>) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO dedupe(key, seen_at) VALUES(?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET seen_at = max(seen_at, excluded.seen_at)",
+            )?;
+            for key in commit.keys {
+                ins.execute(params![&key[..], commit.seen_at_ms])?;
+            }
+            tx.execute("DELETE FROM intents WHERE path = ?1", [commit.path])?;
+            if let Some(c) = commit.checkpoint {
+                tx.execute(
+                    "INSERT INTO meta(k, v) VALUES('checkpoint', ?1)
+                     ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v)",
+                    [c as i64],
+                )?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Stores idempotency answers (first answer for a key wins).
+    pub fn insert_idempotency(&mut self, records: &[&IdempotencyRecord]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO idempotency(key, seen_at, status, body) VALUES(?1, ?2, ?3, ?4)",
+            )?;
+            for r in records {
+                st.execute(params![r.key, r.seen_at_ms, r.status, r.body])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// The stored answer for a key seen at or after `since_ms`.
+    pub fn lookup_idempotency(
+        &self,
+        key: &str,
+        since_ms: i64,
+    ) -> rusqlite::Result<Option<(u16, Vec<u8>)>> {
+        self.conn
+            .query_row(
+                "SELECT status, body FROM idempotency WHERE key = ?1 AND seen_at >= ?2",
+                params![key, since_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+    }
+
+    /// Deletes dedupe keys and idempotency answers older than `before_ms`.
+    pub fn prune(&self, before_ms: i64) -> rusqlite::Result<usize> {
+        let a = self
+            .conn
+            .execute("DELETE FROM dedupe WHERE seen_at < ?1", [before_ms])?;
+        let b = self
+            .conn
+            .execute("DELETE FROM idempotency WHERE seen_at < ?1", [before_ms])?;
+        Ok(a + b)
+    }
+
+    /// Number of ids in the dedupe index.
+    pub fn dedupe_len(&self) -> rusqlite::Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM dedupe", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+    }
+
+    /// Bytes of the database (pages in use).
+    pub fn size_bytes(&self) -> rusqlite::Result<u64> {
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let free: i64 = self
+            .conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok(((pages - free) * size) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_is_atomic_and_dedupes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let k = message_key("s", "m1");
+        assert_ne!(k, message_key("t", "m1"));
+        let intent = Intent {
+            path: "p".into(),
+            first: 3,
+            last: 9,
+        };
+        db.record_intent(&intent, 0).unwrap();
+        assert_eq!(db.pending_intents().unwrap(), vec![intent]);
+        assert!(!db.contains(&k).unwrap());
+        db.commit_object(&ObjectCommit {
+            path: "p",
+            keys: &[k],
+            seen_at_ms: 1000,
+            checkpoint: Some(10),
+        })
+        .unwrap();
+        assert!(db.contains(&k).unwrap());
+        assert!(db.pending_intents().unwrap().is_empty());
+        assert_eq!(db.checkpoint().unwrap(), 10);
+        assert_eq!(db.prune(2000).unwrap(), 1);
+        assert!(!db.contains(&k).unwrap());
+    }
+
+    /// Prints the on-disk cost of the dedupe index per million ids.
+    #[test]
+    #[ignore = "measurement; run with --ignored --nocapture"]
+    fn dedupe_index_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let base = db.size_bytes().unwrap();
+        let keys: Vec<MessageKey> = (0..1_000_000)
+            .map(|i| message_key("src", &uuid_like(i)))
+            .collect();
+        for (n, chunk) in keys.chunks(50_000).enumerate() {
+            db.commit_object(&ObjectCommit {
+                path: &format!("p{n}"),
+                keys: chunk,
+                seen_at_ms: 1_700_000_000_000 + n as i64,
+                checkpoint: None,
+            })
+            .unwrap();
+        }
+        let bytes = db.size_bytes().unwrap() - base;
+        println!(
+            "dedupe index: {bytes} bytes per million ids ({} B/id)",
+            bytes / 1_000_000
+        );
+    }
+
+    fn uuid_like(i: u64) -> String {
+        format!("0190a1b2-c3d4-7e5f-8a9b-{i:012x}")
+    }
+}

@@ -1,0 +1,483 @@
+//! The writer stage: log → dedupe → partition buffers → objects, exactly once.
+//!
+//! # How exactly-once holds
+//!
+//! State (all in `state.sqlite`, see [`crate::state`]): the dedupe index, the
+//! write-ahead intents, and the log checkpoint `C`.
+//!
+//! The writer reads the log in offset order from `C`. For each event it computes
+//! the dedupe key (source, messageId). If the key is in the index (committed
+//! objects) or in an open buffer, the event is a duplicate and is dropped.
+//! Otherwise it goes into the open object of its partition. Several partitions may
+//! be open at once, so their offset ranges interleave.
+//!
+//! Rolling an object `O` holding offsets `first..=last` of partition `P`:
+//!
+//! 1. encode, then record the intent `P/<first>-<last>.<ext>` (committed to SQLite);
+//! 2. upload the object under that name (atomic: visible whole or not at all);
+//!    retried until it succeeds;
+//! 3. one SQLite transaction: insert O's dedupe keys, delete the intent, and set
+//!    `C = min(first offset of every still-open object, next offset to read)`.
+//!
+//! **Invariant:** every event at an offset below `C` is in a committed object, or
+//! is a duplicate of an event in a committed object (or is not an event). Proof
+//! sketch: an event below `C` was read; if it was kept it went to some object whose
+//! `first` is ≤ its offset, and that object is not open (else `C ≤ first`), so it
+//! was committed; if it was dropped as a duplicate of a committed key, fine; if it
+//! was dropped as a duplicate of an event `e'` in an open object `O'`, then
+//! `C ≤ first(O') ≤ offset(e') < offset`, a contradiction. `C` only grows: each new
+//! open object starts at or after the read position, which is ≥ the old `C`.
+//!
+//! **Crash at any point, then restart:**
+//!
+//! * Intents left over are settled first. If the object exists, it is complete
+//!   (uploads are atomic), so it is *re-committed*: read back, its dedupe keys
+//!   inserted, the intent deleted. If it does not exist (crash before or during the
+//!   upload), the intent is dropped. If it cannot be decoded, it is deleted and the
+//!   intent dropped.
+//! * Then the writer replays the log from `C`. Events of committed objects (including
+//!   re-committed ones) are now in the dedupe index and are dropped; the others are
+//!   buffered and written again into new objects. So every acknowledged event
+//!   (durable in the log before its 200) ends up in exactly one committed object.
+//! * Replayed objects need not be byte-identical to lost ones (roll timing differs);
+//!   correctness rests on the dedupe keys, not on names. Names never collide: an
+//!   object's `first` offset is an event it holds, and each event is kept in one
+//!   object only, so two objects of one partition never share a `first`.
+//! * The log is truncated only below `C`, after the commit that moved `C`.
+//!
+//! The dedupe window (`--dedupe-window`) prunes keys older than the window; the
+//! checkpoint lag is bounded by `--roll-interval`, far below any sane window.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+
+use crate::format::{Encoder, Format};
+use crate::log::{Broker, LogReader, Record};
+use crate::metrics::Metrics;
+use crate::sink::{Sink, object_path, partition_dir};
+use crate::state::{Intent, MessageKey, ObjectCommit, StateDb, message_key};
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Object format.
+    pub format: Format,
+    /// Roll at this size.
+    pub roll_bytes: u64,
+    /// Roll at this age.
+    pub roll_interval: Duration,
+    /// Dedupe window.
+    pub dedupe_window: Duration,
+}
+
+/// Shared flags between the writer and the front-end.
+#[derive(Default)]
+pub struct WriterStatus {
+    /// Set to ask the writer to drain the log, roll everything and stop.
+    pub stop: AtomicBool,
+    /// False while uploads or commits are failing.
+    pub sink_healthy: AtomicBool,
+}
+
+struct OpenObject {
+    encoder: Box<dyn Encoder>,
+    first: u64,
+    last: u64,
+    opened: Instant,
+    keys: Vec<MessageKey>,
+    max_received_ms: i64,
+}
+
+/// The writer, run on its own thread by [`spawn`].
+pub struct Writer {
+    cfg: WriterConfig,
+    log: Arc<dyn Broker>,
+    db: StateDb,
+    sink: Arc<dyn Sink>,
+    rt: Handle,
+    metrics: Arc<Metrics>,
+    status: Arc<WriterStatus>,
+    open: HashMap<String, OpenObject>,
+    pending: HashSet<MessageKey>,
+    checkpoint: u64,
+}
+
+/// Starts the writer thread: settles intents, then follows the log.
+pub fn spawn(
+    cfg: WriterConfig,
+    log: Arc<dyn Broker>,
+    db: StateDb,
+    sink: Arc<dyn Sink>,
+    rt: Handle,
+    metrics: Arc<Metrics>,
+    status: Arc<WriterStatus>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || {
+            let checkpoint = db.checkpoint().unwrap_or(0);
+            let mut w = Writer {
+                cfg,
+                log,
+                db,
+                sink,
+                rt,
+                metrics,
+                status,
+                open: HashMap::new(),
+                pending: HashSet::new(),
+                checkpoint,
+            };
+            w.run();
+        })
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Writer {
+    fn run(&mut self) {
+        self.recover_intents();
+        self.status.sink_healthy.store(true, Ordering::Release);
+        self.prune();
+        let mut reader = self.open_reader();
+        let mut last_tick = Instant::now();
+        let mut last_prune = Instant::now();
+        loop {
+            let stopping = self.status.stop.load(Ordering::Acquire);
+            let wait = if stopping {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(100)
+            };
+            match reader.next(wait) {
+                Ok(Some((offset, record))) => self.handle(offset, record, reader.as_ref()),
+                Ok(None) => {
+                    if stopping && reader.position() >= self.log.durable_end() {
+                        let keys: Vec<String> = self.open.keys().cloned().collect();
+                        for k in keys {
+                            self.roll(&k, reader.as_ref());
+                        }
+                        self.advance_idle(reader.as_ref());
+                        tracing::info!(checkpoint = self.checkpoint, "writer drained");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the log failed; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                    reader = self.reopen(reader.position());
+                }
+            }
+            if last_tick.elapsed() >= Duration::from_millis(100) {
+                last_tick = Instant::now();
+                self.roll_expired(reader.as_ref());
+                self.advance_idle(reader.as_ref());
+                let pos = reader.position();
+                self.metrics.log_lag_records.store(
+                    self.log.durable_end().saturating_sub(self.checkpoint),
+                    Ordering::Relaxed,
+                );
+                let _ = pos;
+                self.metrics
+                    .log_lag_bytes
+                    .store(self.log.lag_bytes(), Ordering::Relaxed);
+            }
+            if last_prune.elapsed() >= Duration::from_secs(60) {
+                last_prune = Instant::now();
+                self.prune();
+            }
+        }
+    }
+
+    fn open_reader(&self) -> Box<dyn LogReader> {
+        self.reopen(self.checkpoint)
+    }
+
+    fn reopen(&self, offset: u64) -> Box<dyn LogReader> {
+        loop {
+            match self.log.reader(offset) {
+                Ok(r) => return r,
+                Err(e) => {
+                    tracing::error!(error = %e, offset, "cannot open the log reader; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, offset: u64, record: Record, reader: &dyn LogReader) {
+        let Record::Event(ev) = record else { return };
+        let key = message_key(&ev.source, &ev.message_id);
+        if self.pending.contains(&key) || self.in_index(&key) {
+            self.metrics
+                .events_duplicate
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let dir = partition_dir(&ev.source, ev.received_at_ms);
+        let format = self.cfg.format;
+        let obj = self.open.entry(dir.clone()).or_insert_with(|| OpenObject {
+            encoder: format.encoder(),
+            first: offset,
+            last: offset,
+            opened: Instant::now(),
+            keys: Vec::new(),
+            max_received_ms: 0,
+        });
+        if let Err(e) = obj.encoder.push_json(&ev.json) {
+            // Cannot happen for events the front-end built; never stall on one.
+            tracing::error!(error = %e, offset, "dropping an event the format cannot encode");
+            return;
+        }
+        obj.last = offset;
+        obj.keys.push(key);
+        obj.max_received_ms = obj.max_received_ms.max(ev.received_at_ms);
+        self.pending.insert(key);
+        if obj.encoder.approx_bytes() >= self.cfg.roll_bytes {
+            self.roll(&dir, reader);
+        }
+    }
+
+    fn in_index(&self, key: &MessageKey) -> bool {
+        loop {
+            match self.db.contains(key) {
+                Ok(found) => return found,
+                Err(e) => {
+                    tracing::error!(error = %e, "dedupe lookup failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    fn roll_expired(&mut self, reader: &dyn LogReader) {
+        let due: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.opened.elapsed() >= self.cfg.roll_interval)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            self.roll(&k, reader);
+        }
+    }
+
+    /// With nothing open, everything read is settled: move the checkpoint.
+    fn advance_idle(&mut self, reader: &dyn LogReader) {
+        let pos = reader.position();
+        if !self.open.is_empty() || pos <= self.checkpoint {
+            return;
+        }
+        match self.db.set_checkpoint(pos) {
+            Ok(()) => {
+                self.checkpoint = pos;
+                if let Err(e) = self.log.truncate_below(pos) {
+                    tracing::warn!(error = %e, "log truncation failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "checkpoint update failed; will retry"),
+        }
+    }
+
+    fn roll(&mut self, dir: &str, reader: &dyn LogReader) {
+        let Some(obj) = self.open.remove(dir) else {
+            return;
+        };
+        let started = Instant::now();
+        let events = obj.keys.len() as u64;
+        let bytes = match obj.encoder.finish() {
+            Ok(b) => b,
+            Err(e) => {
+                // Only a format bug gets here (every event was pushed fine). Losing
+                // silently is worse than loud: count them as rejected.
+                tracing::error!(error = %e, events, "encoding an object failed; its events are dropped");
+                self.metrics
+                    .events_rejected
+                    .fetch_add(events, Ordering::Relaxed);
+                for k in &obj.keys {
+                    self.pending.remove(k);
+                }
+                return;
+            }
+        };
+        let path = object_path(dir, obj.first, obj.last, self.cfg.format);
+        let intent = Intent {
+            path: path.clone(),
+            first: obj.first,
+            last: obj.last,
+        };
+        self.retry("record intent", |w| {
+            w.db.record_intent(&intent, now_ms())
+                .map_err(|e| e.to_string())
+        });
+        let size = bytes.len() as u64;
+        let payload = bytes::Bytes::from(bytes);
+        self.retry("upload", |w| {
+            w.rt.block_on(w.sink.put(&path, payload.to_vec()))
+                .map_err(|e| e.to_string())
+        });
+        let checkpoint = self
+            .open
+            .values()
+            .map(|o| o.first)
+            .min()
+            .unwrap_or(u64::MAX)
+            .min(reader.position());
+        let seen = obj.max_received_ms;
+        self.retry("commit", |w| {
+            w.db.commit_object(&ObjectCommit {
+                path: &path,
+                keys: &obj.keys,
+                seen_at_ms: seen,
+                checkpoint: Some(checkpoint),
+            })
+            .map_err(|e| e.to_string())
+        });
+        self.status.sink_healthy.store(true, Ordering::Release);
+        // Exact count is refreshed by `prune`; in between, count what we add.
+        self.metrics.dedupe_ids.fetch_add(events, Ordering::Relaxed);
+        for k in &obj.keys {
+            self.pending.remove(k);
+        }
+        self.checkpoint = self.checkpoint.max(checkpoint);
+        if let Err(e) = self.log.truncate_below(self.checkpoint) {
+            tracing::warn!(error = %e, "log truncation failed");
+        }
+        self.metrics
+            .object(size, events, started.elapsed().as_micros() as u64);
+        tracing::debug!(%path, events, size, "object committed");
+    }
+
+    /// Retries a step until it works, with capped backoff. Shutdown does not
+    /// abandon it (an unfinished step is settled by recovery on the next start,
+    /// but finishing it here keeps the object).
+    fn retry(&mut self, what: &str, mut step: impl FnMut(&mut Self) -> Result<(), String>) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match step(self) {
+                Ok(()) => return,
+                Err(e) => {
+                    self.status.sink_healthy.store(false, Ordering::Release);
+                    self.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "{what} failed; retrying in {delay:?}");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Settles intents left by a crash (see the module docs).
+    fn recover_intents(&mut self) {
+        let intents = loop {
+            match self.db.pending_intents() {
+                Ok(i) => break i,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading intents failed; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        for intent in intents {
+            self.settle(&intent);
+        }
+    }
+
+    fn settle(&mut self, intent: &Intent) {
+        let path = intent.path.clone();
+        let mut found = None;
+        self.retry("read back an uncommitted object", |w| {
+            found =
+                w.rt.block_on(w.sink.get(&path))
+                    .map_err(|e| e.to_string())?;
+            Ok(())
+        });
+        let Some(bytes) = found else {
+            tracing::info!(%path, "intent without object: dropped, its events will be replayed");
+            self.retry("drop intent", |w| {
+                w.db.abandon_intent(&path).map_err(|e| e.to_string())
+            });
+            return;
+        };
+        let decoded = Format::from_path(&path)
+            .ok_or_else(|| "unknown extension".to_string())
+            .and_then(|f| f.decode(&bytes).map_err(|e| e.to_string()))
+            .and_then(|events| keys_of(&events));
+        match decoded {
+            Ok((keys, seen)) => {
+                tracing::info!(%path, events = keys.len(), "re-committing an object uploaded before a crash");
+                self.retry("re-commit", |w| {
+                    w.db.commit_object(&ObjectCommit {
+                        path: &path,
+                        keys: &keys,
+                        seen_at_ms: seen,
+                        checkpoint: None,
+                    })
+                    .map_err(|e| e.to_string())
+                });
+            }
+            Err(e) => {
+                tracing::warn!(%path, error = %e, "uncommitted object unreadable: deleting it; its events will be replayed");
+                self.retry("delete", |w| {
+                    w.rt.block_on(w.sink.delete(&path))
+                        .map_err(|e| e.to_string())
+                });
+                self.retry("drop intent", |w| {
+                    w.db.abandon_intent(&path).map_err(|e| e.to_string())
+                });
+            }
+        }
+    }
+
+    fn prune(&mut self) {
+        let before = now_ms() - self.cfg.dedupe_window.as_millis() as i64;
+        if let Err(e) = self.db.prune(before) {
+            tracing::warn!(error = %e, "pruning the dedupe index failed");
+        }
+        if let Ok(n) = self.db.dedupe_len() {
+            self.metrics.dedupe_ids.store(n, Ordering::Relaxed);
+        }
+        if let Ok(n) = self.db.size_bytes() {
+            self.metrics.dedupe_bytes.store(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Dedupe keys (and newest receivedAt) of decoded events, from their `source` and
+/// `messageId` fields.
+pub fn keys_of(events: &[serde_json::Value]) -> Result<(Vec<MessageKey>, i64), String> {
+    let mut keys = Vec::with_capacity(events.len());
+    let mut seen = 0i64;
+    for ev in events {
+        let source = ev["source"].as_str().ok_or("event without `source`")?;
+        let id = ev["messageId"]
+            .as_str()
+            .ok_or("event without `messageId`")?;
+        keys.push(message_key(source, id));
+        if let Some(t) = ev["receivedAt"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        {
+            seen = seen.max(t.timestamp_millis());
+        }
+    }
+    if seen == 0 {
+        seen = now_ms();
+    }
+    Ok((keys, seen))
+}
+
+/// Object names the writer produced are `<first>-<last>.<ext>`: true for them.
+pub fn is_writer_object(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let stem = base.split('.').next().unwrap_or("");
+    let mut parts = stem.split('-');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None)
+        if a.len() == 20 && b.len() == 20 && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit()))
+}

@@ -112,6 +112,18 @@ import Testing
         #expect(text.contains(#"[1,"two",false,null,[3],{"k":"v"}]"#))
     }
 
+    @Test func flushAloneUploadsEventsRecordedJustBefore() throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let tributary = try Tributary(config: testConfig(server: server, storage: temporaryStorage()), logger: nil)
+        for index in 0..<3 {
+            try tributary.track("Flushed", properties: ["n": index])
+        }
+        // flush() only triggers (the sample's Flush button): no blocking call here.
+        tributary.flush()
+        #expect(server.waitUntil(timeout: 20) { server.events.count == 3 }, "flush() did not upload the 3 events")
+    }
+
     @Test func offlineEventsWaitAndAreDeliveredWhenOnline() throws {
         let server = try TestServer()
         defer { server.stop() }
@@ -175,7 +187,8 @@ import Testing
             for index in 0..<6 {
                 try first.track("Pending", properties: ["n": index])
             }
-            first.flush()
+            // The server answers 503: the batch is persisted, sent, and kept for a retry.
+            #expect(first.flushBlocking(timeout: 1) != .delivered)
             #expect(server.waitUntil(timeout: 20) { !server.requests.isEmpty })
             let result = first.shutdown(timeout: 0.5)
             #expect(result != .delivered)

@@ -1,7 +1,22 @@
-//! The client object: the public entry point. (SKELETON: the sdk-core implementer replaces the bodies.)
+//! The client object: the public entry point.
+//!
+//! A client owns two background threads: the writer (see `writer`), which is
+//! the only one to insert events, and the delivery thread (see `delivery`),
+//! which sends batches. Recording methods only validate, build and `try_send`.
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use crate::event::{self, Fields, Identity, Kind};
+use crate::logger::Log;
+use crate::queue::Store;
+use crate::shared::{Counters, Shared, Signals, lock};
+use crate::store_lock::StoreLock;
+use crate::writer::{self, CHANNEL_CAPACITY, Msg};
 use crate::{Config, DeviceContext, FlushResult, Logger, Stats, TributaryError};
 
 /// A Tributary client bound to one storage directory.
@@ -10,8 +25,11 @@ use crate::{Config, DeviceContext, FlushResult, Logger, Stats, TributaryError};
 /// then hand it to a background writer; they never touch the disk.
 #[derive(uniffi::Object)]
 pub struct Client {
-    config: Config,
-    _logger: Option<Arc<dyn Logger>>,
+    shared: Arc<Shared>,
+    tx: SyncSender<Msg>,
+    shut_down: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    dir_lock: Mutex<Option<StoreLock>>,
 }
 
 #[uniffi::export]
@@ -24,96 +42,423 @@ impl Client {
         logger: Option<Arc<dyn Logger>>,
     ) -> Result<Arc<Self>, TributaryError> {
         config.validate()?;
-        Ok(Arc::new(Self {
-            config,
-            _logger: logger,
-        }))
+        Self::open(config, Log::new(logger)).map(Arc::new)
     }
 
     /// Records a `track` event. `properties_json` must be a JSON object (or empty for none).
     pub fn track(&self, name: String, properties_json: String) -> Result<(), TributaryError> {
-        let _ = (name, properties_json, &self.config);
-        Err(TributaryError::ShutDown)
+        self.record_track(&name, &properties_json)
     }
 
     /// Records an `identify` event and remembers `user_id` for later events.
     pub fn identify(&self, user_id: String, traits_json: String) -> Result<(), TributaryError> {
-        let _ = (user_id, traits_json);
-        Err(TributaryError::ShutDown)
+        let traits = event::validate_object("traits", &traits_json)?;
+        let current = self.shared.identity();
+        let identity = Identity {
+            anonymous_id: current.anonymous_id.clone(),
+            user_id: Some(user_id),
+        };
+        let fields = Fields {
+            kind: Kind::Identify,
+            label: None,
+            payload: Some(traits),
+            previous_id: None,
+        };
+        self.record(&fields, Some(identity))
     }
 
     /// Records a `screen` event.
     pub fn screen(&self, name: String, properties_json: String) -> Result<(), TributaryError> {
-        let _ = (name, properties_json);
-        Err(TributaryError::ShutDown)
+        let properties = event::validate_object("properties", &properties_json)?;
+        let fields = Fields {
+            kind: Kind::Screen,
+            label: Some(&name),
+            payload: Some(properties),
+            previous_id: None,
+        };
+        self.record(&fields, None)
     }
 
     /// Records a `group` event.
     pub fn group(&self, group_id: String, traits_json: String) -> Result<(), TributaryError> {
-        let _ = (group_id, traits_json);
-        Err(TributaryError::ShutDown)
+        let traits = event::validate_object("traits", &traits_json)?;
+        let fields = Fields {
+            kind: Kind::Group,
+            label: Some(&group_id),
+            payload: Some(traits),
+            previous_id: None,
+        };
+        self.record(&fields, None)
     }
 
     /// Records an `alias` event from the current id to `new_id`, which becomes the user id.
     pub fn alias(&self, new_id: String) -> Result<(), TributaryError> {
-        let _ = new_id;
-        Err(TributaryError::ShutDown)
+        let current = self.shared.identity();
+        let previous = current
+            .user_id
+            .clone()
+            .unwrap_or_else(|| current.anonymous_id.clone());
+        let identity = Identity {
+            anonymous_id: current.anonymous_id.clone(),
+            user_id: Some(new_id),
+        };
+        let fields = Fields {
+            kind: Kind::Alias,
+            label: None,
+            payload: None,
+            previous_id: Some(&previous),
+        };
+        self.record(&fields, Some(identity))
     }
 
     /// Asks for an upload soon; returns at once.
-    pub fn flush(&self) {}
+    pub fn flush(&self) {
+        self.shared.signal(|s| s.drain = true);
+    }
 
     /// Waits until every event recorded before the call is durable, then until it
     /// is delivered, delivery is impossible (offline, unauthorized), or `timeout_ms` passes.
     pub fn flush_blocking(&self, timeout_ms: u64) -> FlushResult {
-        FlushResult::TimedOut {
-            pending: timeout_ms * 0,
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        if self.shut_down.load(Ordering::Acquire) {
+            return self.current_result();
         }
+        self.flush_until(deadline)
     }
 
     /// Tells the SDK whether the device is online. Going online triggers an upload.
     pub fn set_network_available(&self, available: bool) {
-        let _ = available;
+        self.shared.signal(|s| {
+            if available && !s.network {
+                s.drain = true;
+            }
+            s.network = available;
+        });
     }
 
     /// Replaces the device context copied into every later event.
     pub fn set_context(&self, context: DeviceContext) {
-        let _ = context;
+        let json: Arc<str> = event::context_json(&self.shared.config, &context).into();
+        *self
+            .shared
+            .context
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = json;
     }
 
     /// Replaces the write key, and resumes uploads paused by a 401 or 403.
     pub fn set_write_key(&self, write_key: String) -> Result<(), TributaryError> {
-        let _ = write_key;
+        if write_key.trim().is_empty() {
+            return Err(TributaryError::InvalidConfig {
+                field: "write_key".into(),
+                reason: "must not be empty; copy it from your source settings".into(),
+            });
+        }
+        *self
+            .shared
+            .write_key
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = write_key;
+        self.shared.signal(|s| {
+            if s.unauthorized {
+                s.unauthorized = false;
+                s.drain = true;
+            }
+        });
         Ok(())
     }
 
     /// Forgets the user id and traits and starts a new anonymous id.
-    pub fn reset(&self) {}
+    pub fn reset(&self) {
+        self.shared.set_identity(Identity::fresh());
+        // If the channel is full the writer is busy and persists it anyway.
+        let _ = self.tx.try_send(Msg::Wake);
+    }
 
     /// Opting out (`false`) stops recording and deletes all queued data; `true` resumes.
+    /// The choice is stored and survives a restart. While opted out, recording
+    /// calls return `Ok` and record nothing.
     pub fn set_enabled(&self, enabled: bool) {
-        let _ = enabled;
+        self.shared.enabled.store(enabled, Ordering::Release);
+        let (reply_tx, reply_rx) = sync_channel(1);
+        // Not a recording call: waiting for the writer here is what makes
+        // "opting out deletes the data" true when this returns.
+        if self.tx.send(Msg::SetEnabled(enabled, reply_tx)).is_ok() {
+            let _ = reply_rx.recv_timeout(Duration::from_secs(30));
+        }
+        self.shared.signal(|s| s.generation += 1);
     }
 
     /// The current anonymous id.
     pub fn anonymous_id(&self) -> String {
-        String::new()
+        self.shared.identity().anonymous_id.clone()
     }
 
     /// The current user id, if `identify` or `alias` set one.
     pub fn user_id(&self) -> Option<String> {
-        None
+        self.shared.identity().user_id.clone()
     }
 
     /// A snapshot of the queue and the counters.
     pub fn stats(&self) -> Stats {
-        Stats::default()
+        self.shared.counters.snapshot()
     }
 
     /// Makes every recorded event durable, tries one last upload within `timeout_ms`,
     /// and stops the threads. Later calls return `TributaryError::ShutDown`.
     pub fn shutdown(&self, timeout_ms: u64) -> FlushResult {
-        let _ = timeout_ms;
-        FlushResult::TimedOut { pending: 0 }
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return self.current_result();
+        }
+        let result = self.flush_until(deadline);
+        self.stop_threads();
+        result
+    }
+}
+
+/// Rust-only conveniences (not exported over FFI).
+impl Client {
+    /// Records a `track` event from a `serde_json::Value`, which must be an object.
+    pub fn track_value(
+        &self,
+        name: &str,
+        properties: &serde_json::Value,
+    ) -> Result<(), TributaryError> {
+        if !properties.is_object() {
+            return Err(TributaryError::InvalidJson {
+                argument: "properties".into(),
+                line: 1,
+                column: 1,
+                reason: "expected a JSON object".into(),
+            });
+        }
+        self.record_track(name, &properties.to_string())
+    }
+
+    /// Capacity of the channel between recording calls and the writer thread.
+    pub const CHANNEL_CAPACITY: usize = CHANNEL_CAPACITY;
+
+    fn record_track(&self, name: &str, properties_json: &str) -> Result<(), TributaryError> {
+        let properties = event::validate_object("properties", properties_json)?;
+        let fields = Fields {
+            kind: Kind::Track,
+            label: Some(name),
+            payload: Some(properties),
+            previous_id: None,
+        };
+        self.record(&fields, None)
+    }
+
+    /// The hot path: build, check the size, hand over. No disk I/O, no blocking.
+    fn record(
+        &self,
+        fields: &Fields<'_>,
+        new_identity: Option<Identity>,
+    ) -> Result<(), TributaryError> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(TributaryError::ShutDown);
+        }
+        if !self.shared.is_enabled() {
+            return Ok(());
+        }
+        let context = self.shared.context();
+        let built = match &new_identity {
+            Some(identity) => event::build(fields, identity, &context),
+            None => event::build(fields, &self.shared.identity(), &context),
+        };
+        let size = built.json.len() as u64;
+        let counters = &self.shared.counters;
+        if size > self.shared.config.max_event_bytes {
+            counters.inc(&counters.dropped_too_large, 1);
+            return Err(TributaryError::EventTooLarge {
+                size,
+                limit: self.shared.config.max_event_bytes,
+            });
+        }
+        if let Some(identity) = new_identity {
+            self.shared.set_identity(identity);
+        }
+        match self.tx.try_send(Msg::Event(built)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                counters.inc(&counters.dropped_backpressure, 1);
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(TributaryError::ShutDown),
+        }
+    }
+
+    fn open(config: Config, log: Log) -> Result<Self, TributaryError> {
+        let dir = Path::new(&config.storage_dir).to_path_buf();
+        let dir_lock = StoreLock::acquire(&dir)?;
+        let counters = Arc::new(Counters::default());
+        let opened = Store::open(&dir, counters.clone())?;
+        let mut store = opened.store;
+        let unavailable = |e: rusqlite::Error| TributaryError::StorageUnavailable {
+            path: dir.join(crate::queue::DB_FILE_NAME).display().to_string(),
+            cause: e.to_string(),
+        };
+        let (identity, enabled) = store.load_meta().map_err(unavailable)?;
+        let last_id = store.max_event_id().map_err(unavailable)?;
+        let retry_at_ms = store.next_attempt_at().map_err(unavailable)?.unwrap_or(0);
+        let context: Arc<str> = event::context_json(&config, &DeviceContext::default()).into();
+        let write_key = config.write_key.clone();
+        let shared = Arc::new(Shared {
+            config,
+            log,
+            counters,
+            store: Mutex::new(store),
+            identity: RwLock::new(Arc::new(identity)),
+            identity_dirty: AtomicBool::new(false),
+            context: RwLock::new(context),
+            enabled: AtomicBool::new(enabled),
+            write_key: RwLock::new(write_key),
+            signals: Mutex::new(Signals {
+                network: true,
+                drain: false,
+                unauthorized: false,
+                stop: false,
+                generation: 0,
+            }),
+            signals_cv: Condvar::new(),
+        });
+        if let Some((moved, why)) = &opened.reset {
+            let message = format!(
+                "the queue database was unreadable ({why}); moved it to {} and started a fresh one",
+                moved.display()
+            );
+            shared.counters.set_last_error(message.clone());
+            shared.log.warn(message);
+        }
+        // Startup housekeeping, then deliver whatever a previous run left.
+        crate::delivery::evict_expired(&shared);
+        let evicted = lock(&shared.store).evict_over_cap(shared.config.max_queue_bytes);
+        if let Ok(n @ 1..) = evicted {
+            shared.counters.inc(&shared.counters.dropped_byte_cap, n);
+        }
+        if shared.counters.queued_events() > 0 {
+            shared.signal(|s| s.drain = true);
+            shared.log.info(format!(
+                "{} events pending from an earlier run",
+                shared.counters.queued_events()
+            ));
+        }
+        let (tx, rx) = sync_channel(CHANNEL_CAPACITY);
+        let spawn_failed = |e: std::io::Error| TributaryError::StorageUnavailable {
+            path: dir.display().to_string(),
+            cause: format!("cannot start a background thread: {e}"),
+        };
+        let writer_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("tributary-writer".into())
+            .spawn(move || writer::run(writer_shared, rx, last_id))
+            .map_err(spawn_failed)?;
+        let delivery_shared = shared.clone();
+        let delivery = std::thread::Builder::new()
+            .name("tributary-upload".into())
+            .spawn(move || crate::delivery::run(delivery_shared, retry_at_ms));
+        let delivery = match delivery {
+            Ok(handle) => handle,
+            Err(e) => {
+                let _ = tx.send(Msg::Stop);
+                let _ = writer.join();
+                return Err(spawn_failed(e));
+            }
+        };
+        Ok(Self {
+            shared,
+            tx,
+            shut_down: AtomicBool::new(false),
+            threads: Mutex::new(vec![writer, delivery]),
+            dir_lock: Mutex::new(Some(dir_lock)),
+        })
+    }
+
+    /// Barrier through the writer, then wait for delivery of everything up to it.
+    fn flush_until(&self, deadline: Instant) -> FlushResult {
+        if !self.shared.is_enabled() {
+            return FlushResult::Disabled;
+        }
+        let (reply_tx, reply_rx) = sync_channel(1);
+        // A blocking send: the barrier must follow every event already recorded.
+        if self.tx.send(Msg::Barrier(reply_tx)).is_err() {
+            return self.current_result();
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let Ok(target) = reply_rx.recv_timeout(remaining) else {
+            return FlushResult::TimedOut {
+                pending: self.pending(),
+            };
+        };
+        self.shared.signal(|s| s.drain = true);
+        loop {
+            let generation = lock(&self.shared.signals).generation;
+            let still_pending = lock(&self.shared.store)
+                .has_pending_up_to(target)
+                .unwrap_or(true);
+            if !still_pending {
+                return FlushResult::Delivered;
+            }
+            let s = lock(&self.shared.signals);
+            if !self.shared.is_enabled() {
+                return FlushResult::Disabled;
+            }
+            let pending = self.pending();
+            if !s.network {
+                return FlushResult::Offline { pending };
+            }
+            if s.unauthorized {
+                return FlushResult::Unauthorized { pending };
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return FlushResult::TimedOut { pending };
+            }
+            if s.generation == generation {
+                let _ = self
+                    .shared
+                    .signals_cv
+                    .wait_timeout(s, (deadline - now).min(Duration::from_millis(250)));
+            }
+        }
+    }
+
+    fn pending(&self) -> u64 {
+        self.shared.counters.queued_events()
+    }
+
+    /// The state after shutdown: delivered if nothing is queued.
+    fn current_result(&self) -> FlushResult {
+        if !self.shared.is_enabled() {
+            return FlushResult::Disabled;
+        }
+        match self.pending() {
+            0 => FlushResult::Delivered,
+            pending => FlushResult::TimedOut { pending },
+        }
+    }
+
+    /// Stops the delivery thread, then the writer (which commits what it
+    /// holds), closes the database and releases the directory lock.
+    fn stop_threads(&self) {
+        self.shared.signal(|s| s.stop = true);
+        let _ = self.tx.send(Msg::Stop);
+        let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
+        for handle in threads {
+            let _ = handle.join();
+        }
+        lock(&self.shared.store).close();
+        lock(&self.dir_lock).take();
+    }
+}
+
+impl Drop for Client {
+    /// Dropping without `shutdown` still commits every recorded event and
+    /// releases the directory, but does not wait for an upload.
+    fn drop(&mut self) {
+        if !self.shut_down.swap(true, Ordering::AcqRel) {
+            self.stop_threads();
+        }
     }
 }

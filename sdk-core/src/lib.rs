@@ -15,11 +15,21 @@
 
 uniffi::setup_scaffolding!("tributary");
 
+mod batch;
 mod client;
 mod config;
+mod delivery;
 mod error;
+mod event;
+mod evict;
 mod logger;
+mod queue;
+mod retry;
+mod shared;
+mod store_lock;
 mod types;
+mod upload;
+mod writer;
 
 pub use client::Client;
 pub use config::Config;

@@ -21,3 +21,50 @@ pub trait Logger: Send + Sync {
     /// Called once per message.
     fn log(&self, level: LogLevel, message: String);
 }
+
+/// The SDK's internal handle on the optional foreign logger.
+///
+/// Callers must not hold any internal lock while calling [`Log::log`]: a
+/// foreign logger may call back into the client (e.g. `stats()`).
+#[derive(Clone, Default)]
+pub(crate) struct Log {
+    inner: Option<std::sync::Arc<dyn Logger>>,
+}
+
+impl Log {
+    /// Wraps the logger given to `Client::new`; `None` keeps the SDK silent.
+    pub(crate) fn new(inner: Option<std::sync::Arc<dyn Logger>>) -> Self {
+        Self { inner }
+    }
+
+    /// Sends one message, swallowing any panic from the foreign side so that a
+    /// faulty logger can never take down a background thread.
+    pub(crate) fn log(&self, level: LogLevel, message: impl Into<String>) {
+        if let Some(logger) = &self.inner {
+            let message = message.into();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                logger.log(level, message);
+            }));
+        }
+    }
+
+    /// Shorthand for [`LogLevel::Debug`].
+    pub(crate) fn debug(&self, message: impl Into<String>) {
+        self.log(LogLevel::Debug, message);
+    }
+
+    /// Shorthand for [`LogLevel::Info`].
+    pub(crate) fn info(&self, message: impl Into<String>) {
+        self.log(LogLevel::Info, message);
+    }
+
+    /// Shorthand for [`LogLevel::Warn`].
+    pub(crate) fn warn(&self, message: impl Into<String>) {
+        self.log(LogLevel::Warn, message);
+    }
+
+    /// Shorthand for [`LogLevel::Error`].
+    pub(crate) fn error(&self, message: impl Into<String>) {
+        self.log(LogLevel::Error, message);
+    }
+}

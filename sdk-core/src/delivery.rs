@@ -1,0 +1,331 @@
+//! The delivery thread: decides when to upload and applies the outcome.
+//!
+//! At most one request is in flight per client, because this single thread
+//! sends them. An upload round starts when:
+//! - `flush_at` events are queued (the writer wakes us after its commit);
+//! - the `flush_interval_ms` timer ticks while events are queued;
+//! - `flush()` / `flush_blocking()` is called;
+//! - the network becomes available;
+//! - the client starts with events pending.
+//!
+//! A round sends batch after batch until the queue is empty or an attempt
+//! fails. Nothing is sent while the network is marked unavailable, while the
+//! write key is refused (401/403), while opted out, or before the persisted
+//! `next_attempt_at_ms` of the oldest batch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::LogLevel;
+use crate::batch::{Batch, Limits, Removed};
+use crate::event::now_ms;
+use crate::queue::is_corruption;
+use crate::retry;
+use crate::shared::{Shared, lock};
+use crate::upload::{Outcome, Rejection, Uploader};
+
+/// How often the age limit is enforced even when nothing else happens.
+const AGE_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// What one attempt led to.
+enum Step {
+    /// Nothing left to send.
+    Empty,
+    /// Sent and applied; try the next batch.
+    Progress,
+    /// Wait until this wall-clock time (ms) before the next attempt.
+    WaitUntil(i64),
+    /// The write key was refused.
+    Unauthorized,
+}
+
+/// Runs the delivery loop until `Signals::stop`.
+pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
+    let uploader = Uploader::new(&shared.config);
+    let interval = Duration::from_millis(shared.config.flush_interval_ms);
+    let mut next_tick = Instant::now() + interval;
+    let mut last_age_check = Instant::now();
+    loop {
+        {
+            let mut s = lock(&shared.signals);
+            loop {
+                if s.stop {
+                    return;
+                }
+                let now = Instant::now();
+                if now >= next_tick {
+                    next_tick = now + interval;
+                    if shared.counters.queued_events() > 0 {
+                        s.drain = true;
+                    }
+                }
+                let queued = shared.counters.queued_events();
+                let wanted = s.drain || queued >= u64::from(shared.config.flush_at);
+                let allowed = s.network && !s.unauthorized && shared.is_enabled() && queued > 0;
+                let wait_ms = retry_at_ms - now_ms();
+                if wanted && allowed && wait_ms <= 0 {
+                    break;
+                }
+                let mut timeout = next_tick.saturating_duration_since(now);
+                if wanted && allowed && wait_ms > 0 {
+                    timeout = timeout.min(Duration::from_millis(wait_ms as u64));
+                }
+                let age_due = AGE_CHECK_EVERY.saturating_sub(last_age_check.elapsed());
+                if age_due.is_zero() {
+                    break;
+                }
+                timeout = timeout.min(age_due).max(Duration::from_millis(1));
+                s = shared
+                    .signals_cv
+                    .wait_timeout(s, timeout)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+        }
+        if last_age_check.elapsed() >= AGE_CHECK_EVERY {
+            last_age_check = Instant::now();
+            evict_expired(&shared);
+            // The age check alone does not start an upload.
+            let s = lock(&shared.signals);
+            let go =
+                s.drain || shared.counters.queued_events() >= u64::from(shared.config.flush_at);
+            let allowed = s.network && !s.unauthorized && retry_at_ms <= now_ms();
+            drop(s);
+            if !(go && allowed) {
+                continue;
+            }
+        }
+        let step = attempt(&shared, &uploader);
+        match step {
+            Step::Empty => shared.signal(|s| {
+                s.drain = false;
+                s.generation += 1;
+            }),
+            Step::Progress => shared.signal(|s| s.generation += 1),
+            Step::WaitUntil(at) => {
+                retry_at_ms = at;
+                // Keep draining once the wait is over.
+                shared.signal(|s| {
+                    s.drain = true;
+                    s.generation += 1;
+                });
+            }
+            Step::Unauthorized => shared.signal(|s| {
+                s.unauthorized = true;
+                s.generation += 1;
+            }),
+        }
+    }
+}
+
+/// Enforces `max_event_age_ms`, counted and logged.
+pub(crate) fn evict_expired(shared: &Shared) {
+    let cutoff = now_ms().saturating_sub(shared.config.max_event_age_ms as i64);
+    let result = lock(&shared.store).evict_expired(cutoff);
+    match result {
+        Ok(0) => {}
+        Ok(n) => {
+            shared.counters.inc(&shared.counters.dropped_age, n);
+            shared.log.warn(format!(
+                "evicted {n} events older than max_event_age_ms ({} ms)",
+                shared.config.max_event_age_ms
+            ));
+        }
+        Err(e) => shared.storage_error("evicting expired events", &e),
+    }
+}
+
+/// Loads (or makes) the current batch, sends it, and applies the outcome.
+fn attempt(shared: &Shared, uploader: &Uploader) -> Step {
+    evict_expired(shared);
+    let limits = Limits {
+        max_events: shared.config.max_batch_events,
+        max_bytes: shared.config.max_batch_bytes,
+        envelope_bytes: uploader.envelope_bytes(),
+    };
+    let loaded = {
+        let mut store = lock(&shared.store);
+        match store.current_batch(limits, now_ms()) {
+            Ok(batch) => Ok(batch),
+            Err(e) => {
+                let recovered = is_corruption(&e).then(|| store.recover());
+                Err((e, recovered))
+            }
+        }
+    };
+    let batch = match loaded {
+        Ok(Some(batch)) => batch,
+        Ok(None) => {
+            shared.counters.set_in_flight(None);
+            return Step::Empty;
+        }
+        Err((e, recovered)) => {
+            shared.storage_error("preparing a batch", &e);
+            if let Some(recovered) = recovered {
+                crate::writer::log_recovery(shared, recovered);
+            }
+            return Step::WaitUntil(now_ms() + 1000);
+        }
+    };
+    shared
+        .counters
+        .set_in_flight(Some((batch.key.clone(), batch.events.len() as u64)));
+    if batch.next_attempt_at_ms > now_ms() {
+        // Persisted backoff from an earlier run; never shorten it, but don't
+        // trust a clock that jumped back by more than the cap either.
+        let cap = shared.config.retry_max_delay_ms.max(24 * 3600 * 1000) as i64;
+        return Step::WaitUntil(batch.next_attempt_at_ms.min(now_ms() + cap));
+    }
+    let payload = uploader.payload(batch.events.iter().map(|(_, e)| e.as_str()));
+    shared.log.debug(format!(
+        "sending batch {} ({} events, {} bytes, {} gzipped, attempt {})",
+        batch.key,
+        batch.events.len(),
+        payload.raw_len,
+        payload.gzipped.len(),
+        batch.attempts + 1
+    ));
+    let outcome = uploader.send(&shared.write_key(), &batch.key, &payload);
+    apply(shared, &batch, outcome)
+}
+
+/// Turns an outcome into database changes, counters and log lines.
+fn apply(shared: &Shared, batch: &Batch, outcome: Outcome) -> Step {
+    let now = now_ms();
+    let mut logs: Vec<(LogLevel, String)> = Vec::new();
+    let counters = &shared.counters;
+    let (result, step) = {
+        let mut store = lock(&shared.store);
+        match &outcome {
+            Outcome::Delivered { rejected } => {
+                let indices = indices(rejected);
+                log_rejections(&mut logs, batch, rejected);
+                (store.finish_batch(batch, &indices), Step::Progress)
+            }
+            Outcome::RejectedEvents { rejected } => {
+                let indices = indices(rejected);
+                log_rejections(&mut logs, batch, rejected);
+                (
+                    store.reject_and_rebatch(batch, &indices, now),
+                    Step::Progress,
+                )
+            }
+            Outcome::RejectedBatch { reason } => {
+                logs.push((
+                    LogLevel::Warn,
+                    format!(
+                        "server rejected batch {} ({} events dropped): {reason}",
+                        batch.key,
+                        batch.events.len()
+                    ),
+                ));
+                (store.drop_batch(batch), Step::Progress)
+            }
+            Outcome::TooLarge => {
+                let msg = if batch.events.len() <= 1 {
+                    format!(
+                        "server answered 413 for a single event in batch {}: dropped",
+                        batch.key
+                    )
+                } else {
+                    format!(
+                        "server answered 413 for batch {}: splitting it in two",
+                        batch.key
+                    )
+                };
+                logs.push((LogLevel::Warn, msg));
+                (store.split_batch(batch, now), Step::Progress)
+            }
+            Outcome::Unauthorized { status } => {
+                let msg = format!(
+                    "server refused the write key (HTTP {status}); uploads paused until set_write_key or restart, data kept"
+                );
+                counters.set_last_error(msg.clone());
+                logs.push((LogLevel::Error, msg));
+                (Ok(Removed::default()), Step::Unauthorized)
+            }
+            Outcome::Retry {
+                reason,
+                retry_after,
+            } => {
+                let attempts = batch.attempts.saturating_add(1);
+                let delay = retry::delay(
+                    attempts,
+                    Duration::from_millis(shared.config.retry_base_delay_ms),
+                    Duration::from_millis(shared.config.retry_max_delay_ms),
+                    *retry_after,
+                );
+                let at = now.saturating_add(delay.as_millis() as i64);
+                counters.inc(&counters.retries, 1);
+                counters.set_last_error(reason.clone());
+                logs.push((
+                    LogLevel::Warn,
+                    format!(
+                        "upload of batch {} failed (attempt {attempts}): {reason}; retrying in {} ms",
+                        batch.key,
+                        delay.as_millis()
+                    ),
+                ));
+                (
+                    store
+                        .schedule_retry(batch, attempts, at)
+                        .map(|_| Removed::default()),
+                    Step::WaitUntil(at),
+                )
+            }
+        }
+    };
+    let step = match result {
+        Ok(removed) => {
+            counters.inc(&counters.uploaded, removed.delivered);
+            counters.inc(&counters.dropped_rejected, removed.dropped);
+            if removed.delivered > 0 {
+                logs.push((
+                    LogLevel::Debug,
+                    format!(
+                        "batch {} delivered ({} events)",
+                        batch.key, removed.delivered
+                    ),
+                ));
+            }
+            if !matches!(step, Step::WaitUntil(_)) {
+                counters.set_in_flight(None);
+            }
+            step
+        }
+        Err(e) => {
+            logs.push((
+                LogLevel::Error,
+                format!("storage error while recording the upload outcome: {e}"),
+            ));
+            counters.set_last_error(e.to_string());
+            Step::WaitUntil(now + 1000)
+        }
+    };
+    for (level, message) in logs {
+        shared.log.log(level, message);
+    }
+    // Opt-out during the request: the data is gone, don't report it in flight.
+    if !shared.is_enabled() {
+        counters.set_in_flight(None);
+    }
+    step
+}
+
+fn indices(rejected: &[Rejection]) -> Vec<usize> {
+    rejected.iter().map(|r| r.index).collect()
+}
+
+fn log_rejections(logs: &mut Vec<(LogLevel, String)>, batch: &Batch, rejected: &[Rejection]) {
+    for r in rejected {
+        if r.index < batch.events.len() {
+            logs.push((
+                LogLevel::Warn,
+                format!(
+                    "server rejected event {} of batch {}: {}",
+                    r.index, batch.key, r.reason
+                ),
+            ));
+        }
+    }
+}

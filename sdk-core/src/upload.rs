@@ -1,0 +1,273 @@
+//! One HTTP request per batch, in Segment's `/v1/batch` format.
+//!
+//! Request: `POST {endpoint}/v1/batch` over ureq (rustls), with
+//! - `Authorization: Basic base64("<write_key>:")`
+//! - `Content-Type: application/json`, `Content-Encoding: gzip`
+//! - `Idempotency-Key: <batch UUIDv7>` (the same on every retry of the batch)
+//! - `User-Agent: <library_name>/<library_version> tributary-core/<crate version>`
+//!
+//! Body (gzip): `{"batch":[<event>,...],"sentAt":"<RFC 3339 ms, this attempt>","context":{"library":{...}}}`.
+//!
+//! The response is classified into an [`Outcome`]; the uploader turns it into
+//! database changes.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use flate2::{Compression, write::GzEncoder};
+
+use crate::Config;
+use crate::retry::parse_retry_after;
+
+/// Most bytes of a response body we read (for the rejection list).
+const MAX_RESPONSE_BYTES: u64 = 1 << 20;
+
+/// One event the server refused, by its index in the request's `batch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rejection {
+    pub index: usize,
+    pub reason: String,
+}
+
+/// What the server's answer means for the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// 2xx: stored; any listed events were rejected (dropped).
+    Delivered { rejected: Vec<Rejection> },
+    /// 400 listing the bad events: drop them, send the rest in a new batch.
+    RejectedEvents { rejected: Vec<Rejection> },
+    /// 400 without a usable list: the whole batch is dropped.
+    RejectedBatch { reason: String },
+    /// 401/403: keep the data, stop uploading until the key changes.
+    Unauthorized { status: u16 },
+    /// 413: split the batch.
+    TooLarge,
+    /// 408, 429, 5xx, other statuses, connection errors, timeouts.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The HTTP side of the uploader: an agent plus the fixed request parts.
+pub(crate) struct Uploader {
+    agent: ureq::Agent,
+    url: String,
+    user_agent: String,
+    context: String,
+}
+
+/// A request body ready to send, kept to report bytes on the wire.
+pub(crate) struct Payload {
+    pub gzipped: Vec<u8>,
+    pub raw_len: usize,
+}
+
+impl Uploader {
+    /// Builds the agent from the configured timeouts.
+    pub(crate) fn new(config: &Config) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_millis(config.connect_timeout_ms)))
+            .timeout_global(Some(Duration::from_millis(config.request_timeout_ms)))
+            .http_status_as_error(false)
+            // Mobile apps talk to their collector directly; don't pick up
+            // proxies from the environment of a desktop test run.
+            .proxy(None)
+            .build()
+            .into();
+        Self {
+            agent,
+            url: format!("{}/v1/batch", config.endpoint.trim_end_matches('/')),
+            user_agent: format!(
+                "{}/{} tributary-core/{}",
+                config.library_name,
+                config.library_version,
+                env!("CARGO_PKG_VERSION")
+            ),
+            context: crate::event::library_context_json(config),
+        }
+    }
+
+    /// The JSON body for this attempt, gzipped. `sentAt` is now.
+    pub(crate) fn payload<'a>(&self, events: impl Iterator<Item = &'a str>) -> Payload {
+        let mut json = String::with_capacity(64 * 1024);
+        json.push_str("{\"batch\":[");
+        for (i, event) in events.enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str(event);
+        }
+        json.push_str("],\"sentAt\":\"");
+        json.push_str(&crate::event::rfc3339_ms(SystemTime::now()));
+        json.push_str("\",\"context\":");
+        json.push_str(&self.context);
+        json.push('}');
+        let mut gz = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::default());
+        // Writing into a Vec cannot fail.
+        let _ = gz.write_all(json.as_bytes());
+        let gzipped = gz.finish().unwrap_or_default();
+        Payload {
+            gzipped,
+            raw_len: json.len(),
+        }
+    }
+
+    /// Bytes of the envelope around the events, for batch sizing.
+    pub(crate) fn envelope_bytes(&self) -> u64 {
+        (r#"{"batch":[],"sentAt":"2026-01-01T00:00:00.000Z","context":}"#.len()
+            + self.context.len()) as u64
+    }
+
+    /// Sends one batch and classifies the answer.
+    pub(crate) fn send(
+        &self,
+        write_key: &str,
+        idempotency_key: &str,
+        payload: &Payload,
+    ) -> Outcome {
+        let auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"))
+        );
+        let result = self
+            .agent
+            .post(&self.url)
+            .header("Authorization", &auth)
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", "gzip")
+            .header("Idempotency-Key", idempotency_key)
+            .header("User-Agent", &self.user_agent)
+            .send(&payload.gzipped[..]);
+        let mut response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Retry {
+                    reason: format!("request to {} failed: {e}", self.url),
+                    retry_after: None,
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_string()
+            .unwrap_or_default();
+        classify(status, &body, retry_after)
+    }
+}
+
+/// Maps a status and body to an outcome (pure, unit-tested).
+pub(crate) fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Outcome {
+    match status {
+        200..=299 => Outcome::Delivered {
+            rejected: rejections(body),
+        },
+        400 => {
+            let rejected = rejections(body);
+            if rejected.is_empty() {
+                Outcome::RejectedBatch {
+                    reason: format!("HTTP 400: {}", snippet(body)),
+                }
+            } else {
+                Outcome::RejectedEvents { rejected }
+            }
+        }
+        401 | 403 => Outcome::Unauthorized { status },
+        413 => Outcome::TooLarge,
+        // Everything else, including 408, 429, 5xx and surprises such as 404
+        // (a misrouted endpoint), is retried: data is never dropped on a guess.
+        _ => Outcome::Retry {
+            reason: format!("HTTP {status}: {}", snippet(body)),
+            retry_after,
+        },
+    }
+}
+
+/// Reads `{"rejected":[{"index":i,"reason":"..."}]}` from a response body.
+fn rejections(body: &str) -> Vec<Rejection> {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        index: usize,
+        #[serde(default)]
+        reason: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        rejected: Vec<Item>,
+    }
+    serde_json::from_str::<Body>(body)
+        .map(|b| {
+            b.rejected
+                .into_iter()
+                .map(|i| Rejection {
+                    index: i.index,
+                    reason: i.reason.unwrap_or_else(|| "no reason given".into()),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn snippet(body: &str) -> String {
+    let trimmed = body.trim();
+    match trimmed.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
+        None => trimmed.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_outcomes() {
+        assert_eq!(
+            classify(200, r#"{"accepted":3}"#, None),
+            Outcome::Delivered { rejected: vec![] }
+        );
+        assert_eq!(
+            classify(
+                200,
+                r#"{"accepted":2,"rejected":[{"index":1,"reason":"bad"}]}"#,
+                None
+            ),
+            Outcome::Delivered {
+                rejected: vec![Rejection {
+                    index: 1,
+                    reason: "bad".into()
+                }]
+            }
+        );
+        assert!(matches!(
+            classify(400, r#"{"rejected":[{"index":0}]}"#, None),
+            Outcome::RejectedEvents { .. }
+        ));
+        assert!(matches!(
+            classify(400, "nope", None),
+            Outcome::RejectedBatch { .. }
+        ));
+        assert_eq!(
+            classify(401, "", None),
+            Outcome::Unauthorized { status: 401 }
+        );
+        assert_eq!(
+            classify(403, "", None),
+            Outcome::Unauthorized { status: 403 }
+        );
+        assert_eq!(classify(413, "", None), Outcome::TooLarge);
+        for status in [408, 429, 500, 503, 404] {
+            assert!(matches!(classify(status, "", None), Outcome::Retry { .. }));
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The writer thread: the only place events reach the disk.
+//!
+//! Recording calls hand built events to this thread through a bounded
+//! `std::sync::mpsc::sync_channel` of [`CHANNEL_CAPACITY`] messages, using
+//! `try_send`: a full channel (a stalled disk) drops the event and counts it
+//! in `Stats::dropped_backpressure` instead of blocking the caller.
+//!
+//! The thread blocks on `recv`, then drains everything already pending and
+//! commits it in one transaction (group commit): one fsync per group, so the
+//! cost per event falls as load rises. Control messages (barriers, opt-out)
+//! are processed in channel order, after committing the events before them.
+//!
+//! If a commit fails, the group is kept in memory and retried (a corrupt
+//! database is moved aside and recreated first); the error is logged and
+//! shown in `Stats::last_error`. The thread never panics.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use crate::event::Built;
+use crate::queue::is_corruption;
+use crate::shared::{Shared, lock};
+
+/// Capacity of the recording channel, in events. About 3-4 MB of memory at
+/// worst for typical 300-byte events, and more than a second of recording at
+/// full speed, which absorbs an fsync stall of a few hundred milliseconds.
+pub const CHANNEL_CAPACITY: usize = 10_000;
+
+/// How long the writer keeps retrying a failing commit during shutdown
+/// before giving up on the events still in memory.
+const STOP_GIVE_UP: Duration = Duration::from_secs(5);
+
+/// A message to the writer.
+pub(crate) enum Msg {
+    /// A recorded event.
+    Event(Built),
+    /// Something changed (e.g. the identity); commit soon.
+    Wake,
+    /// Reply with the id of the last committed event once everything before
+    /// this message is durable.
+    Barrier(SyncSender<i64>),
+    /// Opt in or out; opting out deletes everything queued. Replies when done.
+    SetEnabled(bool, SyncSender<()>),
+    /// Commit what is pending and exit.
+    Stop,
+}
+
+/// Runs the writer loop until `Stop` or until every sender is gone.
+pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, mut last_id: i64) {
+    let mut pending: Vec<Built> = Vec::new();
+    loop {
+        let Ok(first) = rx.recv() else {
+            commit(&shared, &mut pending, &mut last_id, true);
+            return;
+        };
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Event(built) => {
+                    // Re-check: an opt-out may have raced with the recording call.
+                    if shared.is_enabled() {
+                        pending.push(built);
+                    }
+                }
+                Msg::Wake => {}
+                Msg::Barrier(reply) => {
+                    commit(&shared, &mut pending, &mut last_id, false);
+                    let _ = reply.send(last_id);
+                }
+                Msg::SetEnabled(enabled, reply) => {
+                    commit(&shared, &mut pending, &mut last_id, false);
+                    set_enabled(&shared, enabled);
+                    let _ = reply.send(());
+                }
+                Msg::Stop => {
+                    commit(&shared, &mut pending, &mut last_id, true);
+                    return;
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        commit(&shared, &mut pending, &mut last_id, false);
+    }
+}
+
+/// Commits `pending` (and the identity if it changed), retrying on errors.
+fn commit(shared: &Shared, pending: &mut Vec<Built>, last_id: &mut i64, stopping: bool) {
+    let started = Instant::now();
+    let mut delay = Shared::storage_retry_delay();
+    loop {
+        let identity_changed = shared.identity_dirty.swap(false, Ordering::AcqRel);
+        if pending.is_empty() && !identity_changed {
+            return;
+        }
+        let identity = identity_changed.then(|| shared.identity());
+        let mut store = lock(&shared.store);
+        let result = store.insert_group(pending, identity.as_deref());
+        match result {
+            Ok(last) => {
+                if let Some(last) = last {
+                    *last_id = last;
+                }
+                pending.clear();
+                let evicted = store.evict_over_cap(shared.config.max_queue_bytes);
+                drop(store);
+                after_commit(shared, evicted);
+                return;
+            }
+            Err(e) => {
+                if identity_changed {
+                    shared.identity_dirty.store(true, Ordering::Release);
+                }
+                let recovered = is_corruption(&e).then(|| store.recover());
+                drop(store);
+                shared.storage_error("committing recorded events", &e);
+                if let Some(recovered) = recovered {
+                    log_recovery(shared, recovered);
+                    continue;
+                }
+                if stopping && started.elapsed() > STOP_GIVE_UP {
+                    shared.log.error(format!(
+                        "giving up on {} events that could not be stored before shutdown",
+                        pending.len()
+                    ));
+                    pending.clear();
+                    return;
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Counts and logs byte-cap evictions, and wakes the uploader at `flush_at`.
+fn after_commit(shared: &Shared, evicted: rusqlite::Result<u64>) {
+    match evicted {
+        Ok(0) => {}
+        Ok(n) => {
+            shared.counters.inc(&shared.counters.dropped_byte_cap, n);
+            shared.log.warn(format!(
+                "queue over max_queue_bytes ({}): evicted the {n} oldest events",
+                shared.config.max_queue_bytes
+            ));
+        }
+        Err(e) => shared.storage_error("evicting over the byte cap", &e),
+    }
+    if shared.counters.queued_events() >= u64::from(shared.config.flush_at) {
+        shared.signal(|_| {});
+    }
+}
+
+/// Logs the outcome of moving a corrupt database aside.
+pub(crate) fn log_recovery(shared: &Shared, recovered: Result<std::path::PathBuf, String>) {
+    match recovered {
+        Ok(moved) => shared.log.warn(format!(
+            "the queue database was corrupt; moved it to {} and started a fresh one",
+            moved.display()
+        )),
+        Err(e) => shared.storage_error("recreating a corrupt database", &e),
+    }
+}
+
+fn set_enabled(shared: &Shared, enabled: bool) {
+    let mut delay = Shared::storage_retry_delay();
+    for _ in 0..5 {
+        let result = lock(&shared.store).purge_and_set_enabled(enabled);
+        match result {
+            Ok(deleted) => {
+                if enabled {
+                    shared.log.info("recording enabled");
+                } else {
+                    shared.counters.set_in_flight(None);
+                    shared.log.info(format!(
+                        "recording disabled: deleted {deleted} queued events"
+                    ));
+                }
+                return;
+            }
+            Err(e) => {
+                shared.storage_error("storing the opt-out choice", &e);
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+package dev.tributary
+
+import dev.tributary.ffi.Client
+import java.io.File
+
+/** Every setting of a client; build one with `TributaryConfig(endpoint, writeKey, storageDir, ...)`. */
+typealias TributaryConfig = dev.tributary.ffi.Config
+
+/** Device and app details copied into every event's `context`; every field is optional. */
+typealias DeviceContext = dev.tributary.ffi.DeviceContext
+
+/** A snapshot of the queue and the counters. */
+typealias Stats = dev.tributary.ffi.Stats
+
+/** How [Tributary.flushBlocking] or [Tributary.shutdown] ended. */
+sealed class FlushResult {
+    /** Every event recorded before the call was acknowledged by the server. */
+    data object Delivered : FlushResult()
+
+    /** The timeout elapsed first; [pending] events are durable on disk. */
+    data class TimedOut(val pending: Long) : FlushResult()
+
+    /** The network is marked unavailable; [pending] events are durable on disk. */
+    data class Offline(val pending: Long) : FlushResult()
+
+    /** The server refused the write key (401/403); uploads wait for [Tributary.setWriteKey] or a restart. */
+    data class Unauthorized(val pending: Long) : FlushResult()
+
+    /** Recording is disabled ([Tributary.optOut]); nothing is queued. */
+    data object Disabled : FlushResult()
+
+    internal companion object {
+        fun from(result: dev.tributary.ffi.FlushResult): FlushResult = when (result) {
+            is dev.tributary.ffi.FlushResult.Delivered -> Delivered
+            is dev.tributary.ffi.FlushResult.TimedOut -> TimedOut(result.pending.toLong())
+            is dev.tributary.ffi.FlushResult.Offline -> Offline(result.pending.toLong())
+            is dev.tributary.ffi.FlushResult.Unauthorized -> Unauthorized(result.pending.toLong())
+            is dev.tributary.ffi.FlushResult.Disabled -> Disabled
+        }
+    }
+}
+
+/**
+ * The base class of every error the Rust core reports; its subclasses
+ * (`dev.tributary.ffi.TributaryException.InvalidConfig`, `.EventTooLarge`,
+ * `.InvalidJson`, `.StorageUnavailable`, `.ShutDown`) carry the core's message,
+ * which says what went wrong and what to do.
+ */
+typealias TributaryException = dev.tributary.ffi.TributaryException
+
+/**
+ * A Tributary client: records analytics events durably on the device and
+ * delivers each one exactly once to `{endpoint}/v1/batch`.
+ *
+ * Recording calls ([track], [identify], [screen], [group], [alias]) validate
+ * and serialize the event on the calling thread and hand it to the core's
+ * background writer: they never wait for disk or network, so they are safe on
+ * the main thread. Only [flushBlocking] and [shutdown] wait, and only as long
+ * as their timeout. The constructor opens (or creates) the queue database in
+ * `storageDir`; create the client once, e.g. in `Application.onCreate`.
+ *
+ * One client per storage directory; it is thread-safe.
+ *
+ * @throws TributaryException (`InvalidConfig`, `StorageUnavailable`) from the constructor.
+ */
+class Tributary @JvmOverloads constructor(
+    config: TributaryConfig,
+    logger: Logger? = Logger.platform(),
+) : AutoCloseable {
+    private val client: Client = Client(withLibraryName(config), logger?.let { LoggerBridge(it) })
+
+    /**
+     * A client with the usual settings: upload once [flushAt] events are
+     * queued, or every [flushIntervalMs] milliseconds.
+     */
+    @JvmOverloads
+    constructor(
+        endpoint: String,
+        writeKey: String,
+        storageDir: File,
+        flushAt: Int = 20,
+        flushIntervalMs: Long = 30_000,
+        logger: Logger? = Logger.platform(),
+    ) : this(
+        TributaryConfig(
+            endpoint = endpoint,
+            writeKey = writeKey,
+            storageDir = storageDir.absolutePath,
+            flushAt = positive("flushAt", flushAt.toLong()).toUInt(),
+            flushIntervalMs = positive("flushIntervalMs", flushIntervalMs).toULong(),
+        ),
+        logger,
+    )
+
+    /**
+     * Records a `track` event, e.g. `track("Signed Up", mapOf("plan" to "pro"))`.
+     * @throws InvalidPropertyException if a property cannot be written as JSON.
+     * @throws TributaryException (`EventTooLarge`, `ShutDown`) from the core.
+     */
+    @JvmOverloads
+    fun track(event: String, properties: Map<String, Any?> = emptyMap()) {
+        client.track(event, Json.encode(properties, "properties"))
+    }
+
+    /** Records an `identify` event; [userId] is attached to every later event. */
+    @JvmOverloads
+    fun identify(userId: String, traits: Map<String, Any?> = emptyMap()) {
+        client.identify(userId, Json.encode(traits, "traits"))
+    }
+
+    /** Records a `screen` event. */
+    @JvmOverloads
+    fun screen(name: String, properties: Map<String, Any?> = emptyMap()) {
+        client.screen(name, Json.encode(properties, "properties"))
+    }
+
+    /** Records a `group` event. */
+    @JvmOverloads
+    fun group(groupId: String, traits: Map<String, Any?> = emptyMap()) {
+        client.group(groupId, Json.encode(traits, "traits"))
+    }
+
+    /** Records an `alias` event from the current id to [newId], which becomes the user id. */
+    fun alias(newId: String) {
+        client.alias(newId)
+    }
+
+    /** Asks for an upload soon and returns at once. */
+    fun flush() {
+        client.flush()
+    }
+
+    /**
+     * Waits until every event recorded before the call is delivered, delivery is
+     * impossible (offline, unauthorized, opted out), or [timeoutMs] passes.
+     * It blocks: never call it on the main thread.
+     */
+    fun flushBlocking(timeoutMs: Long): FlushResult =
+        FlushResult.from(client.flushBlocking(positiveOrZero("timeoutMs", timeoutMs).toULong()))
+
+    /** Forgets the user id and traits and starts a new anonymous id. */
+    fun reset() {
+        client.reset()
+    }
+
+    /** Stops recording and deletes every queued event, until [optIn]. */
+    fun optOut() {
+        client.setEnabled(false)
+    }
+
+    /** Resumes recording after [optOut]. */
+    fun optIn() {
+        client.setEnabled(true)
+    }
+
+    /** Tells the SDK whether the device is online; going online triggers an upload. */
+    fun setNetworkAvailable(available: Boolean) {
+        client.setNetworkAvailable(available)
+    }
+
+    /** Replaces the device context copied into every later event. */
+    fun setContext(context: DeviceContext) {
+        client.setContext(context)
+    }
+
+    /** Replaces the write key and resumes uploads paused by a 401 or 403. */
+    fun setWriteKey(writeKey: String) {
+        client.setWriteKey(writeKey)
+    }
+
+    /** The current anonymous id. */
+    val anonymousId: String get() = client.anonymousId()
+
+    /** The user id set by [identify] or [alias], or null. */
+    val userId: String? get() = client.userId()
+
+    /** A snapshot of the queue and the counters. */
+    fun stats(): Stats = client.stats()
+
+    /**
+     * Makes every recorded event durable, tries one last upload within
+     * [timeoutMs], stops the background threads and releases the storage
+     * directory. Later calls throw `TributaryException.ShutDown`. Blocks up to
+     * [timeoutMs]; events not delivered stay on disk for the next client.
+     */
+    @JvmOverloads
+    fun shutdown(timeoutMs: Long = 0): FlushResult =
+        FlushResult.from(client.shutdown(positiveOrZero("timeoutMs", timeoutMs).toULong()))
+
+    /** [shutdown] without a last upload: queued events stay on disk. */
+    override fun close() {
+        shutdown(0)
+    }
+
+    private companion object {
+        const val LIBRARY_NAME = "tributary-kotlin"
+        const val LIBRARY_VERSION = "0.1.0"
+
+        /** Reports this layer in `context.library` unless the app chose its own name. */
+        fun withLibraryName(config: TributaryConfig): TributaryConfig =
+            if (config.libraryName == TributaryConfig("", "", "").libraryName) {
+                config.copy(libraryName = LIBRARY_NAME, libraryVersion = LIBRARY_VERSION)
+            } else {
+                config
+            }
+
+        fun positive(name: String, value: Long): Long {
+            require(value > 0) { "$name must be at least 1, got $value" }
+            return value
+        }
+
+        fun positiveOrZero(name: String, value: Long): Long {
+            require(value >= 0) { "$name must not be negative, got $value" }
+            return value
+        }
+    }
+}

@@ -338,6 +338,13 @@ struct Writer {
     hook: IdempotencyHook,
 }
 
+/// An append waiting in the log thread: records, their size, who to tell.
+type Pending = (
+    Vec<Record>,
+    u64,
+    tokio::sync::oneshot::Sender<Result<u64, String>>,
+);
+
 type Waiter = (
     tokio::sync::oneshot::Sender<Result<u64, String>>,
     u64,
@@ -391,14 +398,7 @@ impl Writer {
         }
     }
 
-    fn commit_group(
-        &mut self,
-        group: Vec<(
-            Vec<Record>,
-            u64,
-            tokio::sync::oneshot::Sender<Result<u64, String>>,
-        )>,
-    ) {
+    fn commit_group(&mut self, group: Vec<Pending>) {
         let total: u64 = group.iter().map(|g| g.1).sum();
         let mut buf = Vec::with_capacity(total as usize);
         let mut waiters: Vec<Waiter> = Vec::with_capacity(group.len());

@@ -1,0 +1,509 @@
+//! HTTP API behaviour of the real binary over loopback: bad input, idempotency,
+//! dedupe, partition layout, rolling, backpressure and graceful shutdown.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+fn ids_of(events: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_server_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("d"), &["--roll-interval", "1s"]);
+    let auth = basic(KEY);
+    let h: &[(&str, &str)] = &[("Authorization", &auth)];
+
+    // Malformed JSON: 400 with the position.
+    let r = s.post("/v1/batch", b"{\n \"batch\": [ {\"type\": }", h);
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json["code"], "malformed_json");
+    assert!(
+        r.json["error"].as_str().unwrap().contains("line 2 column"),
+        "{}",
+        r.text
+    );
+
+    // Missing body.
+    let r = s.post("/v1/batch", b"", h);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json["code"], "empty_body");
+
+    // Wrong types: body not an object, batch not an array.
+    let r = s.post("/v1/batch", b"[1,2]", h);
+    assert_eq!(r.status, 400);
+    assert!(r.json["error"].as_str().unwrap().contains("JSON object"));
+    let r = s.send("/v1/batch", &json!({"batch": {"type": "track"}}));
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("`batch` must be an array")
+    );
+
+    // Per-event validation: valid ones accepted, invalid ones listed by index.
+    let r = s.send(
+        "/v1/batch",
+        &json!({"batch": [
+            track("ok-1"),
+            {"type": "track", "userId": {"no": 1}, "event": "E"},
+            {"type": "track", "userId": "u"},
+            {"type": "group", "userId": "u"},
+            {"type": "alias", "userId": "u"},
+            {"type": "identify", "traits": "x", "userId": "u"},
+            {"type": "bogus", "userId": "u"},
+            {"type": "page", "anonymousId": "a", "timestamp": "yesterday"},
+            {"type": "screen", "anonymousId": "a", "name": "Home", "messageId": "ok-2"},
+            {"type": "identify"},
+        ]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["accepted"], 2);
+    let rejected = r.json["rejected"].as_array().unwrap();
+    let idx: Vec<u64> = rejected
+        .iter()
+        .map(|x| x["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idx, vec![1, 2, 3, 4, 5, 6, 7, 9]);
+    for x in rejected {
+        assert!(!x["reason"].as_str().unwrap().is_empty());
+    }
+    assert!(rejected[1]["reason"].as_str().unwrap().contains("`event`"));
+    assert!(rejected[2]["reason"].as_str().unwrap().contains("groupId"));
+
+    // Huge event: rejected by index with the limit named; huge batch: 413.
+    let big = "x".repeat(40 * 1024);
+    let r = s.send(
+        "/v1/batch",
+        &json!({"batch": [{"type": "track", "event": "E", "userId": "u", "properties": {"b": big}}]}),
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        r.json["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("32768-byte limit")
+    );
+    let events: Vec<Value> = (0..20)
+        .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("big-{i}"), "properties": {"b": "y".repeat(30 * 1024)}}))
+        .collect();
+    let r = s.send("/v1/batch", &json!({ "batch": events }));
+    assert_eq!(r.status, 413, "{}", r.text);
+    assert_eq!(r.json["code"], "batch_too_large");
+
+    // Gzip bomb: 50 MB of zeros compress to ~50 KB; refused without expanding.
+    let bomb = gzip(&vec![b' '; 50 * 1024 * 1024]);
+    assert!(bomb.len() < 500 * 1024);
+    let r = s.post(
+        "/v1/batch",
+        &bomb,
+        &[("Authorization", &auth), ("Content-Encoding", "gzip")],
+    );
+    assert_eq!(r.status, 413, "{}", r.text);
+    assert!(r.json["error"].as_str().unwrap().contains("decompresses"));
+
+    // Not gzip although it says so; unknown encoding.
+    let r = s.post(
+        "/v1/batch",
+        b"plain",
+        &[("Authorization", &auth), ("Content-Encoding", "gzip")],
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json["code"], "bad_gzip");
+    let r = s.post(
+        "/v1/batch",
+        b"{}",
+        &[("Authorization", &auth), ("Content-Encoding", "br")],
+    );
+    assert_eq!(r.status, 415);
+
+    // Valid gzip batch.
+    let body = serde_json::to_vec(&json!({"batch": [track("gz-1")]})).unwrap();
+    let r = s.post(
+        "/v1/batch",
+        &gzip(&body),
+        &[("Authorization", &auth), ("Content-Encoding", "gzip")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["accepted"], 1);
+
+    // Wrong or missing key: 401 JSON; writeKey in the body works.
+    let r = s.post(
+        "/v1/batch",
+        br#"{"batch":[]}"#,
+        &[("Authorization", &basic("nope"))],
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json["code"], "unauthorized");
+    let r = s.post("/v1/batch", br#"{"batch":[]}"#, &[]);
+    assert_eq!(r.status, 401);
+    let r = s.post(
+        "/v1/track",
+        format!(r#"{{"writeKey":"{KEY}","event":"E","anonymousId":"a","messageId":"body-key"}}"#)
+            .as_bytes(),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Unknown endpoint.
+    let r = s.send("/v2/nothing", &json!({}));
+    assert_eq!(r.status, 404);
+
+    assert_eq!(s.get("/health").unwrap().0, 200);
+    wait_for("objects", 20, || read_events(&s.objects_dir()).len() == 4);
+    let events = read_events(&s.objects_dir());
+    assert_eq!(ids_of(&events), vec!["body-key", "gz-1", "ok-1", "ok-2"]);
+    // The write key is never stored.
+    for e in &events {
+        assert!(!e.to_string().contains(KEY), "{e}");
+        assert_eq!(e["source"], SOURCE);
+    }
+}
+
+#[test]
+fn slow_client_gets_408_and_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("d"), &["--body-timeout", "1s"]);
+    let mut sock = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(
+        sock,
+        "POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: 1000\r\n\r\n{{\"batch\"",
+        basic(KEY)
+    )
+    .unwrap();
+    // Meanwhile a normal client is served.
+    let r = s.send("/v1/batch", &json!({"batch": [track("fast")]}));
+    assert_eq!(r.status, 200);
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = sock.read(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+    assert_eq!(s.get("/health").unwrap().0, 200);
+}
+
+#[test]
+fn idempotency_key_replays_the_answer_even_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let mut s = Server::start(&data, &["--roll-interval", "1s"]);
+    let auth = basic(KEY);
+    let body = serde_json::to_vec(&json!({"batch": [
+        {"type": "track", "event": "E", "userId": "u"},
+        {"type": "track", "userId": "u"}
+    ]}))
+    .unwrap();
+    let h: &[(&str, &str)] = &[("Authorization", &auth), ("Idempotency-Key", "batch-1")];
+    let first = s.post("/v1/batch", &body, h);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.json["accepted"], 1);
+    let again = s.post("/v1/batch", &body, h);
+    assert_eq!(
+        (again.status, again.text.clone()),
+        (200, first.text.clone())
+    );
+    // Crash right away, restart: the key's answer survived.
+    s.kill();
+    let s = Server::start(&data, &["--roll-interval", "1s"]);
+    let third = s.post("/v1/batch", &body, h);
+    assert_eq!((third.status, third.text), (200, first.text));
+    // The event without messageId got one assigned; it is stored once.
+    wait_for("one object event", 20, || {
+        read_events(&s.objects_dir()).len() == 1
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(read_events(&s.objects_dir()).len(), 1);
+}
+
+#[test]
+fn dedupe_by_message_id_across_batches_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let mut s = Server::start(&data, &["--roll-interval", "1s"]);
+    for _ in 0..3 {
+        let r = s.send(
+            "/v1/batch",
+            &json!({"batch": [track("a"), track("b"), track("a")]}),
+        );
+        assert_eq!(r.json["accepted"], 3);
+    }
+    wait_for("2 events", 20, || read_events(&s.objects_dir()).len() == 2);
+    s.kill();
+    let s = Server::start(&data, &["--roll-interval", "1s"]);
+    let r = s.send("/v1/batch", &json!({"batch": [track("b"), track("c")]}));
+    assert_eq!(r.status, 200);
+    wait_for("3 events", 20, || read_events(&s.objects_dir()).len() == 3);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(ids_of(&read_events(&s.objects_dir())), vec!["a", "b", "c"]);
+    assert!(s.metric("ingest_events_duplicate_total") >= 1.0);
+}
+
+#[test]
+fn partition_layout_and_roll_by_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("d"), &["--roll-interval", "1s"]);
+    let r = s.send("/v1/batch", &json!({"batch": [track("p1"), track("p2")]}));
+    assert_eq!(r.status, 200);
+    wait_for("first object", 10, || {
+        !object_files(&s.objects_dir()).is_empty()
+    });
+    let r = s.send(
+        "/v1/track",
+        &json!({"event": "E", "userId": "u", "messageId": "p3"}),
+    );
+    assert_eq!(r.status, 200);
+    wait_for("second object", 10, || {
+        object_files(&s.objects_dir()).len() == 2
+    });
+    let files = object_files(&s.objects_dir());
+    let now = chrono::Utc::now();
+    for f in &files {
+        let rel = f
+            .strip_prefix(s.objects_dir())
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let parts: Vec<&str> = rel.split('/').collect();
+        assert_eq!(parts.len(), 4, "{rel}");
+        assert_eq!(parts[0], format!("source={SOURCE}"));
+        assert!(parts[1].starts_with("dt=") && parts[1].len() == 13, "{rel}");
+        assert!(
+            parts[2].starts_with("hour=") && parts[2].len() == 7,
+            "{rel}"
+        );
+        let date = now.format("%Y-%m-%d").to_string();
+        assert!(parts[1].ends_with(&date) || now.format("%H:%M").to_string() == "00:00");
+        let name = parts[3].strip_suffix(".ndjson.gz").unwrap();
+        let (a, b) = name.split_once('-').unwrap();
+        assert!(a.len() == 20 && b.len() == 20 && a <= b, "{name}");
+    }
+    let events = read_events(&s.objects_dir());
+    assert_eq!(ids_of(&events), vec!["p1", "p2", "p3"]);
+    for e in &events {
+        for f in ["receivedAt", "timestamp", "messageId", "source", "type"] {
+            assert!(e.get(f).is_some(), "{f} missing in {e}");
+        }
+    }
+    assert_eq!(s.metric("ingest_objects_written_total"), 2.0);
+}
+
+#[test]
+fn sigterm_drains_and_rolls_open_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&dir.path().join("d"), &["--roll-interval", "1h"]);
+    let mut ids = Vec::new();
+    for b in 0..20 {
+        let batch: Vec<Value> = (0..50).map(|i| track(&format!("t-{b}-{i}"))).collect();
+        ids.extend(
+            batch
+                .iter()
+                .map(|e| e["messageId"].as_str().unwrap().to_string()),
+        );
+        assert_eq!(s.send("/v1/batch", &json!({ "batch": batch })).status, 200);
+    }
+    assert!(
+        object_files(&s.objects_dir()).is_empty(),
+        "1h roll interval: nothing yet"
+    );
+    let status = s.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let mut got = ids_of(&read_events(&s.objects_dir()));
+    got.dedup();
+    ids.sort();
+    assert_eq!(got, ids);
+}
+
+#[test]
+fn sink_failure_gives_503_then_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    std::fs::create_dir_all(data.join("objects")).unwrap();
+    // A plain file where the partition directory must go: every upload fails.
+    let blocker = data.join("objects").join(format!("source={SOURCE}"));
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let s = Server::start(&data, &["--roll-interval", "1s", "--max-log-lag", "2KiB"]);
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..200 {
+        let id = format!("bp-{i}");
+        let r = s.send("/v1/batch", &json!({"batch": [track(&id)]}));
+        match r.status {
+            200 => acked.push(id),
+            503 => {
+                refused = Some(r);
+                break;
+            }
+            other => panic!("unexpected {other}: {}", r.text),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = refused.expect("never got 503 while the sink was down");
+    assert_eq!(refused.retry_after.as_deref(), Some("5"));
+    assert_eq!(refused.json["code"], "storage_behind");
+    assert_eq!(s.get("/ready").unwrap().0, 503);
+    wait_for("sink errors counted", 20, || {
+        s.metric("ingest_sink_errors_total") >= 1.0
+    });
+    // Storage comes back: the server recovers by itself.
+    std::fs::remove_file(&blocker).unwrap();
+    wait_for("recovery", 30, || {
+        s.send("/v1/batch", &json!({"batch": [track("after")]}))
+            .status
+            == 200
+    });
+    acked.push("after".into());
+    wait_for("all acked events stored", 30, || {
+        read_events(&s.objects_dir()).len() == acked.len()
+    });
+    acked.sort();
+    assert_eq!(ids_of(&read_events(&s.objects_dir())), acked);
+    wait_for("ready", 10, || s.get("/ready").unwrap().0 == 200);
+}
+
+#[test]
+fn cli_help_errors_and_toml_config() {
+    let bin = env!("CARGO_BIN_EXE_ingest-server");
+    let out = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--write-key",
+        "--storage",
+        "--s3-endpoint",
+        "--format",
+        "--roll-bytes",
+        "--roll-interval",
+        "--dedupe-window",
+        "--config",
+        "compact",
+        "import",
+        "TRIBUTARY_ROLL_BYTES",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+    let out = std::process::Command::new(bin)
+        .args(["--roll-bytes", "2TiB"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--roll-bytes"));
+    let out = std::process::Command::new(bin)
+        .args(["--roll-bytes", "512KiB"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1MiB to 1GiB"));
+    let out = std::process::Command::new(bin)
+        .args(["--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use `ndjson` or `parquet`"));
+
+    // TOML file sets the key; env var sets the roll interval.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "write-key = [\"toml-key=fromtoml\"]\nroll-interval = \"1s\"\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .env("TRIBUTARY_LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1/track");
+    wait_for("toml server", 20, || {
+        agent()
+            .post(&url)
+            .header("Authorization", &basic("toml-key"))
+            .send(br#"{"event":"E","userId":"u","messageId":"t1"}"#.as_slice())
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    });
+    let objects = dir.path().join("d").join("objects");
+    wait_for("toml object", 20, || !object_files(&objects).is_empty());
+    assert!(
+        object_files(&objects)[0]
+            .to_string_lossy()
+            .contains("source=fromtoml")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn generated_write_key_is_stored_with_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ingest-server"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let key_file = data.join("write-key");
+    wait_for("key file", 20, || key_file.exists());
+    let key = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(key.len() >= 32);
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let url = format!("http://127.0.0.1:{port}/v1/track");
+    wait_for("accepts generated key", 20, || {
+        agent()
+            .post(&url)
+            .header("Authorization", &basic(&key))
+            .send(br#"{"event":"E","userId":"u"}"#.as_slice())
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    });
+    let _ = child.kill();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = child.wait();
+    assert!(out.contains(&key), "key not printed: {out}");
+}

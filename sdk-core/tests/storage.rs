@@ -1,0 +1,387 @@
+//! The on-disk queue: restarts with pending batches, persisted backoff,
+//! eviction, corrupt databases, the directory lock and opting out.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+use tributary::{Client, Config, FlushResult, TributaryError};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Opens a client, retrying while the previous one in this process is still
+/// letting go of the directory lock (its threads may be finishing a request).
+fn reopen(cfg: &Config, logger: Option<Arc<MemoryLogger>>) -> Arc<Client> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logger = logger.clone().map(|l| l as Arc<dyn tributary::Logger>);
+        match Client::new(cfg.clone(), logger) {
+            Ok(c) => return c,
+            Err(TributaryError::StorageUnavailable { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("reopening the queue failed: {e}"),
+        }
+    }
+}
+
+#[test]
+fn restart_after_server_errors_resends_the_same_batch_key_and_message_ids() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let cfg = test_config(&server.url(), dir.path());
+    server.set_default(Reply::Status(500));
+    let c1 = Client::new(cfg.clone(), None).unwrap();
+    for i in 0..5 {
+        c1.track("E".into(), props(i, 0)).unwrap();
+    }
+    c1.flush();
+    let reqs = server.wait_until(WAIT, "two failed attempts", |r| r.len() >= 2);
+    let first = reqs[0].clone();
+    assert_eq!(first.seqs(), vec![0, 1, 2, 3, 4]);
+    assert!(matches!(
+        c1.shutdown(500),
+        FlushResult::TimedOut { pending: 5 }
+    ));
+    drop(c1);
+
+    server.set_default(Reply::Ok);
+    let before = server.request_count();
+    let c2 = reopen(&cfg, None);
+    // No flush(): a client that starts with events pending uploads them.
+    let reqs = server.wait_accepted(5, WAIT);
+    for r in &reqs[..] {
+        assert_eq!(
+            r.key(),
+            first.key(),
+            "every attempt, before and after the restart, uses one key"
+        );
+        assert_eq!(r.message_ids(), first.message_ids());
+    }
+    assert!(reqs.len() > before);
+    assert_eq!(server.accepted_seqs(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(c2.flush_blocking(5_000), FlushResult::Delivered);
+    assert_eq!(c2.stats().uploaded_events, 5);
+}
+
+#[test]
+fn restart_while_a_request_hangs_resends_the_same_batch_key_and_message_ids() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let mut cfg = test_config(&server.url(), dir.path());
+    cfg.request_timeout_ms = 2_000;
+    server.push([Reply::Hang]);
+    let c1 = Client::new(cfg.clone(), None).unwrap();
+    for i in 0..4 {
+        c1.track("E".into(), props(i, 0)).unwrap();
+    }
+    c1.flush();
+    let reqs = server.wait_until(WAIT, "the hung request", |r| !r.is_empty());
+    let first = reqs[0].clone();
+    let started = Instant::now();
+    let result = c1.shutdown(200);
+    assert!(
+        started.elapsed() < Duration::from_millis(1_500),
+        "shutdown(200) took {} ms",
+        ms(started.elapsed())
+    );
+    assert!(
+        matches!(result, FlushResult::TimedOut { pending: 4 }),
+        "{result:?}"
+    );
+    drop(c1);
+
+    let c2 = reopen(&cfg, None);
+    let reqs = server.wait_accepted(4, WAIT);
+    let ok = reqs.iter().find(|r| r.reply == "Ok").unwrap();
+    assert_eq!(ok.key(), first.key());
+    assert_eq!(ok.message_ids(), first.message_ids());
+    assert_eq!(server.accepted_seqs(), vec![0, 1, 2, 3]);
+    assert_eq!(c2.flush_blocking(5_000), FlushResult::Delivered);
+}
+
+#[test]
+fn backoff_survives_a_restart() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let cfg = test_config(&server.url(), dir.path());
+    server.push([Reply::RetryAfter {
+        status: 429,
+        value: "3".into(),
+    }]);
+    let c1 = Client::new(cfg.clone(), None).unwrap();
+    c1.track("E".into(), props(0, 0)).unwrap();
+    c1.flush();
+    let reqs = server.wait_until(WAIT, "the 429", |r| !r.is_empty());
+    assert!(poll(WAIT, || c1.stats().retries >= 1), "{:?}", c1.stats());
+    c1.shutdown(300);
+    drop(c1);
+
+    let c2 = reopen(&cfg, None);
+    c2.flush();
+    c2.set_network_available(true);
+    let done = server.wait_accepted(1, WAIT);
+    let gap = done[1].at - reqs[0].at;
+    assert_eq!(done.len(), 2, "{:#?}", summarize(&done));
+    assert!(
+        gap >= Duration::from_millis(2_900),
+        "the restarted client sent after {} ms, before next_attempt_at (Retry-After: 3)",
+        ms(gap)
+    );
+    assert_eq!(done[1].key(), reqs[0].key());
+}
+
+#[test]
+fn byte_cap_evicts_the_oldest_events_and_counts_them() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let mut cfg = test_config(&server.url(), dir.path());
+    cfg.max_event_bytes = 1_000;
+    cfg.max_batch_bytes = 2_000;
+    cfg.max_queue_bytes = 10_000;
+    let client = Client::new(cfg, None).unwrap();
+    client.set_network_available(false);
+    for i in 0..100 {
+        client.track("E".into(), props(i, 300)).unwrap();
+    }
+    client.flush_blocking(10_000);
+    assert!(
+        poll(WAIT, || client.stats().dropped_byte_cap > 0),
+        "{:?}",
+        client.stats()
+    );
+    let s = client.stats();
+    assert!(
+        s.queued_bytes <= 10_000,
+        "queued_bytes {} over the cap",
+        s.queued_bytes
+    );
+    assert_eq!(s.queued_events + s.dropped_byte_cap, 100, "{s:?}");
+    assert!(s.queued_events > 0);
+
+    client.set_network_available(true);
+    assert_eq!(client.flush_blocking(15_000), FlushResult::Delivered);
+    let kept = s.queued_events;
+    assert_eq!(
+        server.accepted_seqs(),
+        ((100 - kept)..100).collect::<Vec<_>>(),
+        "the oldest events are the ones evicted"
+    );
+    assert_eq!(client.stats().dropped_byte_cap, s.dropped_byte_cap);
+}
+
+#[test]
+fn age_limit_evicts_old_events_and_counts_them() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let mut cfg = test_config(&server.url(), dir.path());
+    cfg.max_event_age_ms = 1_500;
+    let client = Client::new(cfg, None).unwrap();
+    client.set_network_available(false);
+    for i in 0..10 {
+        client.track("Old".into(), props(i, 0)).unwrap();
+    }
+    client.flush_blocking(10_000);
+    std::thread::sleep(Duration::from_millis(1_700));
+    for i in 10..15 {
+        client.track("New".into(), props(i, 0)).unwrap();
+    }
+    client.set_network_available(true);
+    assert_eq!(client.flush_blocking(15_000), FlushResult::Delivered);
+    assert_eq!(server.accepted_seqs(), (10..15).collect::<Vec<_>>());
+    let s = client.stats();
+    assert_eq!(s.dropped_age, 10, "{s:?}");
+    assert_eq!(s.uploaded_events, 5);
+}
+
+fn corrupt_database_is_moved_aside(garbage: &[u8]) {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    std::fs::write(dir.path().join(DB_FILE), garbage).unwrap();
+    let logger = Arc::new(MemoryLogger::default());
+    let client = Client::new(test_config(&server.url(), dir.path()), Some(logger.clone()))
+        .expect("a corrupt database must not stop the app");
+    for i in 0..3 {
+        client.track("E".into(), props(i, 0)).unwrap();
+    }
+    assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
+    assert_eq!(server.accepted_seqs(), vec![0, 1, 2]);
+    let s = client.stats();
+    assert_eq!(s.database_resets, 1, "{s:?}");
+    let logs = logger.all();
+    assert!(
+        logs.iter().any(|(l, _)| *l >= tributary::LogLevel::Warn),
+        "the reset is logged: {logs:#?}"
+    );
+    // The damaged file is kept aside (for diagnosis), not silently deleted.
+    let marker = &garbage[garbage.len() - 64..];
+    let aside = any_file_contains(dir.path(), marker);
+    assert!(
+        aside
+            .as_ref()
+            .is_some_and(|p| p.file_name().unwrap() != DB_FILE),
+        "the corrupt file should be moved aside, found {aside:?} in {:?}",
+        files_under(dir.path())
+    );
+}
+
+#[test]
+fn a_garbage_database_file_is_moved_aside_and_recording_continues() {
+    let garbage: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    corrupt_database_is_moved_aside(&garbage);
+}
+
+#[test]
+fn a_database_with_a_valid_header_and_garbage_pages_is_moved_aside() {
+    let mut garbage = b"SQLite format 3\0".to_vec();
+    garbage.extend((0..32 * 1024u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8));
+    corrupt_database_is_moved_aside(&garbage);
+}
+
+#[test]
+fn two_clients_on_one_directory_get_storage_unavailable() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let cfg = test_config(&server.url(), dir.path());
+    let first = Client::new(cfg.clone(), None).unwrap();
+    match Client::new(cfg.clone(), None) {
+        Err(TributaryError::StorageUnavailable { path, cause }) => {
+            assert!(
+                path.contains(&*dir.path().to_string_lossy()),
+                "path {path:?} should name the directory"
+            );
+            assert!(!cause.is_empty());
+        }
+        Err(other) => panic!("expected StorageUnavailable, got {other}"),
+        Ok(_) => panic!("a second client on the same directory must be refused"),
+    }
+    // The first one is unaffected, and the lock is released by shutdown.
+    first.track("E".into(), props(0, 0)).unwrap();
+    assert_eq!(first.flush_blocking(10_000), FlushResult::Delivered);
+    first.shutdown(1_000);
+    drop(first);
+    let again = reopen(&cfg, None);
+    again.track("E".into(), props(1, 0)).unwrap();
+    assert_eq!(again.flush_blocking(10_000), FlushResult::Delivered);
+    assert_eq!(server.accepted_seqs(), vec![0, 1]);
+}
+
+#[test]
+fn clients_on_different_directories_are_independent() {
+    let server_a = TestServer::start();
+    let server_b = TestServer::start();
+    let (dir_a, dir_b) = (temp_dir(), temp_dir());
+    let a = Client::new(test_config(&server_a.url(), dir_a.path()), None).unwrap();
+    let b = Client::new(test_config(&server_b.url(), dir_b.path()), None).unwrap();
+    b.set_network_available(false);
+    for i in 0..3 {
+        a.track("A".into(), props(i, 0)).unwrap();
+        b.track("B".into(), props(100 + i, 0)).unwrap();
+    }
+    assert_eq!(a.flush_blocking(10_000), FlushResult::Delivered);
+    assert!(matches!(
+        b.flush_blocking(10_000),
+        FlushResult::Offline { pending: 3 }
+    ));
+    assert_eq!(server_a.accepted_seqs(), vec![0, 1, 2]);
+    assert_eq!(server_b.request_count(), 0);
+    b.set_network_available(true);
+    assert_eq!(b.flush_blocking(10_000), FlushResult::Delivered);
+    assert_eq!(server_b.accepted_seqs(), vec![100, 101, 102]);
+    assert_eq!(server_a.request_count(), 1);
+}
+
+#[test]
+fn opting_out_deletes_queued_data_and_sends_nothing() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let cfg = test_config(&server.url(), dir.path());
+    let client = Client::new(cfg.clone(), None).unwrap();
+    client.set_network_available(false);
+    let marker = "PRIVATE-MARKER-6f1c2a";
+    for i in 0..50 {
+        let p = serde_json::json!({ "seq": i, "secret": marker }).to_string();
+        client.track("E".into(), p).unwrap();
+    }
+    assert!(matches!(
+        client.flush_blocking(10_000),
+        FlushResult::Offline { pending: 50 }
+    ));
+    assert!(
+        any_file_contains(dir.path(), marker.as_bytes()).is_some(),
+        "the events are on disk"
+    );
+
+    client.set_enabled(false);
+    assert!(
+        poll(WAIT, || client.stats().queued_events == 0),
+        "{:?}",
+        client.stats()
+    );
+    assert_eq!(client.stats().queued_bytes, 0);
+    // Recording while opted out records nothing.
+    let _ = client.track("E".into(), props(999, 0));
+    assert_eq!(client.flush_blocking(5_000), FlushResult::Disabled);
+    client.set_network_available(true);
+    client.flush();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        server.request_count(),
+        0,
+        "nothing is sent after opting out"
+    );
+    assert_eq!(client.stats().queued_events, 0);
+
+    // Opting back in records new events only.
+    client.set_enabled(true);
+    client.track("E".into(), props(1_000, 0)).unwrap();
+    assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
+    assert_eq!(server.accepted_seqs(), vec![1_000]);
+    client.shutdown(1_000);
+    drop(client);
+
+    // The deleted events are gone from the files, not just unlinked from a table.
+    let leftover = any_file_contains(dir.path(), marker.as_bytes());
+    assert!(
+        leftover.is_none(),
+        "opted-out data still readable in {leftover:?}"
+    );
+    let again = reopen(&cfg, None);
+    assert_eq!(again.stats().queued_events, 0);
+}
+
+#[test]
+fn storage_dir_that_cannot_be_used_is_storage_unavailable() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    let cfg = test_config(&server.url(), Path::new(&file));
+    match Client::new(cfg, None) {
+        Err(TributaryError::StorageUnavailable { path, .. }) => {
+            assert!(path.contains("not-a-directory"), "{path}")
+        }
+        Err(other) => panic!("expected StorageUnavailable, got {other}"),
+        Ok(_) => panic!("a file is not a storage directory"),
+    }
+}
+
+#[test]
+fn storage_dir_is_created_if_missing() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let nested = dir.path().join("a/b/c");
+    let client = Client::new(test_config(&server.url(), &nested), None).unwrap();
+    client.track("E".into(), props(0, 0)).unwrap();
+    assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
+    assert!(
+        nested.join(DB_FILE).exists(),
+        "{:?}",
+        files_under(dir.path())
+    );
+}

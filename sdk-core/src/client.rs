@@ -113,7 +113,12 @@ impl Client {
 
     /// Asks for an upload soon; returns at once.
     pub fn flush(&self) {
-        self.shared.signal(|s| s.drain = true);
+        // Through the writer, so the upload starts after every event recorded
+        // before this call is committed. A full channel means the writer is
+        // busy: then trigger directly rather than block.
+        if self.tx.try_send(Msg::Flush).is_err() {
+            self.shared.signal(|s| s.drain = true);
+        }
     }
 
     /// Waits until every event recorded before the call is durable, then until it
@@ -212,7 +217,7 @@ impl Client {
             return self.current_result();
         }
         let result = self.flush_until(deadline);
-        self.stop_threads();
+        self.stop_threads(deadline);
         result
     }
 }
@@ -441,12 +446,32 @@ impl Client {
 
     /// Stops the delivery thread, then the writer (which commits what it
     /// holds), closes the database and releases the directory lock.
-    fn stop_threads(&self) {
+    ///
+    /// The writer is always joined: that is what makes recorded events durable.
+    /// The delivery thread may be stuck in a request until `request_timeout_ms`;
+    /// it is waited for only until `deadline`, then left to finish on its own.
+    /// Once `stop` is set it never applies a late response (the batch stays
+    /// persisted and the next run resends it with the same key), and closing
+    /// the store under its mutex below guarantees it cannot touch the files
+    /// after the directory lock is released.
+    fn stop_threads(&self, deadline: Instant) {
         self.shared.signal(|s| s.stop = true);
         let _ = self.tx.send(Msg::Stop);
-        let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
-        for handle in threads {
-            let _ = handle.join();
+        let (writer, delivery) = {
+            let mut threads = lock(&self.threads);
+            let delivery = threads.pop();
+            (threads.pop(), delivery)
+        };
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+        if let Some(delivery) = delivery {
+            while !delivery.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if delivery.is_finished() {
+                let _ = delivery.join();
+            }
         }
         lock(&self.shared.store).close();
         lock(&self.dir_lock).take();
@@ -458,7 +483,7 @@ impl Drop for Client {
     /// releases the directory, but does not wait for an upload.
     fn drop(&mut self) {
         if !self.shut_down.swap(true, Ordering::AcqRel) {
-            self.stop_threads();
+            self.stop_threads(Instant::now());
         }
     }
 }

@@ -186,6 +186,11 @@ fn attempt(shared: &Shared, uploader: &Uploader) -> Step {
         batch.attempts + 1
     ));
     let outcome = uploader.send(&shared.write_key(), &batch.key, &payload);
+    if lock(&shared.signals).stop {
+        // Shutting down: the client may already have released the directory.
+        // The batch stays persisted; the next run resends it under its key.
+        return Step::Empty;
+    }
     apply(shared, &batch, outcome)
 }
 

@@ -231,6 +231,11 @@ impl Store {
 
     /// Deletes every event and batch and stores the opt-out flag (one transaction).
     pub(crate) fn purge_and_set_enabled(&mut self, enabled: bool) -> rusqlite::Result<u64> {
+        // Opted-out data must be gone from the files, not just unlinked:
+        // secure_delete zeroes the freed content.
+        if !enabled {
+            self.conn.execute_batch("PRAGMA secure_delete = ON;")?;
+        }
         let tx = self.conn.transaction()?;
         let mut deleted = 0;
         if !enabled {
@@ -242,8 +247,22 @@ impl Store {
             [if enabled { "1" } else { "0" }],
         )?;
         tx.commit()?;
+        if !enabled {
+            self.scrub()?;
+        }
         self.refresh_counts()?;
         Ok(deleted)
+    }
+
+    /// Rewrites the database without free pages and empties the WAL, so no
+    /// copy of deleted events remains in any file of the storage directory.
+    fn scrub(&mut self) -> rusqlite::Result<()> {
+        self.conn
+            .execute_batch("PRAGMA secure_delete = OFF; VACUUM;")?;
+        // TRUNCATE copies the WAL into the database and cuts it to 0 bytes.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     /// True while any event with `id <= up_to` is still queued.

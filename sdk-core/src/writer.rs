@@ -38,6 +38,9 @@ pub(crate) enum Msg {
     Event(Built),
     /// Something changed (e.g. the identity); commit soon.
     Wake,
+    /// `flush()`: commit everything before this message, then start an upload,
+    /// so the upload includes every event recorded before the call.
+    Flush,
     /// Reply with the id of the last committed event once everything before
     /// this message is durable.
     Barrier(SyncSender<i64>),
@@ -65,6 +68,10 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, mut last_id: i64) {
                     }
                 }
                 Msg::Wake => {}
+                Msg::Flush => {
+                    commit(&shared, &mut pending, &mut last_id, false);
+                    shared.signal(|s| s.drain = true);
+                }
                 Msg::Barrier(reply) => {
                     commit(&shared, &mut pending, &mut last_id, false);
                     let _ = reply.send(last_id);
@@ -147,8 +154,14 @@ fn after_commit(shared: &Shared, evicted: rusqlite::Result<u64>) {
         }
         Err(e) => shared.storage_error("evicting over the byte cap", &e),
     }
-    if shared.counters.queued_events() >= u64::from(shared.config.flush_at) {
-        shared.signal(|_| {});
+    // Wake the delivery thread when it has a reason to send: the queue
+    // reached flush_at, or a flush() asked for these events before they were
+    // committed (it found nothing to send then).
+    let s = lock(&shared.signals);
+    let wake = s.drain || shared.counters.queued_events() >= u64::from(shared.config.flush_at);
+    drop(s);
+    if wake {
+        shared.signals_cv.notify_all();
     }
 }
 

@@ -40,10 +40,27 @@ unmount_all_under_root() {
   fi
 }
 
-if [ -f "$READY" ] && chroot "$ROOT" swift --version >/dev/null 2>&1; then
-  log "swift root ready at $ROOT: $(chroot "$ROOT" swift --version 2>&1 | head -n 1)"
+# swift needs /proc inside the root (it finds its libraries through /proc/self/exe).
+proc_mounted=0
+mount_proc() {
+  if [ "$proc_mounted" = 0 ]; then
+    mount -t proc proc "$ROOT/proc"
+    proc_mounted=1
+  fi
+}
+unmount_proc() {
+  if [ "$proc_mounted" = 1 ]; then
+    umount "$ROOT/proc" 2>/dev/null || umount -l "$ROOT/proc" 2>/dev/null || true
+    proc_mounted=0
+  fi
+}
+trap unmount_proc EXIT
+
+if [ -f "$READY" ] && [ -d "$ROOT/proc" ] && mount_proc && version="$(chroot "$ROOT" swift --version 2>&1)"; then
+  log "swift root ready at $ROOT: $(head -n 1 <<<"$version")"
   exit 0
 fi
+unmount_proc
 
 start=$SECONDS
 mkdir -p "$CACHE"
@@ -71,8 +88,7 @@ cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
 printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
 chmod 755 "$ROOT/usr/sbin/policy-rc.d"
 
-mount -t proc proc "$ROOT/proc"
-trap 'umount "$ROOT/proc" 2>/dev/null || umount -l "$ROOT/proc" 2>/dev/null || true' EXIT
+mount_proc
 
 log "apt-get install ${ROOT_PACKAGES[*]} inside the root (a ~450 MB download)"
 # dpkg --configure -a finishes a previous run's half-configured packages.

@@ -78,7 +78,8 @@ in_root() {
 status=0
 for pkg in "$PKG" "$SAMPLE"; do
   log "swift test in $pkg"
-  if ! in_root /bin/sh -c "cd '$pkg' && swift test"; then
+  # Bounded: a hung test (or core) fails the run instead of stalling CI.
+  if ! in_root timeout --kill-after=30 "${TRIBUTARY_SWIFT_TEST_TIMEOUT:-900}" /bin/sh -c "cd '$pkg' && swift test"; then
     log "swift test FAILED in $pkg"
     status=1
   fi

@@ -133,6 +133,17 @@ public final class Tributary: Sendable {
         client.flushBlocking(timeoutMs: Self.milliseconds(timeout))
     }
 
+    /// The same as ``flushBlocking(timeout:)`` for Swift concurrency: the wait happens on
+    /// a Dispatch worker thread, never on the caller's (or a cooperative pool) thread.
+    @discardableResult
+    public func flush(timeout: TimeInterval) async -> FlushResult {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global(qos: .utility).async { [client] in
+                continuation.resume(returning: client.flushBlocking(timeoutMs: Self.milliseconds(timeout)))
+            }
+        }
+    }
+
     /// Tells the core whether the device is online. Going online triggers an upload;
     /// nothing is uploaded while offline.
     public func setNetworkAvailable(_ available: Bool) {

@@ -176,7 +176,10 @@ impl Server {
         let agent = agent();
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("ingest-server exited with {status}; log:\n{}", self.log_tail());
+                panic!(
+                    "ingest-server exited with {status}; log:\n{}",
+                    self.log_tail()
+                );
             }
             if let Ok(resp) = agent.get(format!("{}/health", self.url)).call()
                 && resp.status() == 200
@@ -215,7 +218,12 @@ impl Server {
             .expect("POST /v1/batch");
         let status = resp.status();
         let text = resp.into_body().read_to_string().unwrap_or_default();
-        assert_eq!(status, 200, "batch refused: {text}\nlog:\n{}", self.log_tail());
+        assert_eq!(
+            status,
+            200,
+            "batch refused: {text}\nlog:\n{}",
+            self.log_tail()
+        );
     }
 
     /// SIGTERM, then waits (up to 60 s) for a graceful exit.
@@ -230,7 +238,10 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
-        panic!("ingest-server did not exit after SIGTERM; log:\n{}", self.log_tail());
+        panic!(
+            "ingest-server did not exit after SIGTERM; log:\n{}",
+            self.log_tail()
+        );
     }
 }
 
@@ -259,11 +270,14 @@ pub fn basic_auth() -> String {
 }
 
 fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -303,7 +317,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 /// A valid `track` event with a given messageId and some padding in `properties`.
@@ -324,7 +346,7 @@ pub async fn read_objects(
     store: &dyn object_store::ObjectStore,
     prefix: Option<&object_store::path::Path>,
 ) -> Vec<(object_store::ObjectMeta, Vec<Value>)> {
-    use futures_util::TryStreamExt;
+    use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let metas: Vec<object_store::ObjectMeta> = store.list(prefix).try_collect().await.unwrap();
     let mut out = Vec::new();
@@ -332,7 +354,13 @@ pub async fn read_objects(
         let Some(format) = ingest_server::format::Format::from_path(meta.location.as_ref()) else {
             continue; // not a data object (e.g. an intent or marker)
         };
-        let bytes = store.get(&meta.location).await.unwrap().bytes().await.unwrap();
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         let events = format
             .decode(&bytes)
             .unwrap_or_else(|e| panic!("decode {}: {e}", meta.location));
@@ -368,5 +396,74 @@ pub fn assert_exactly_once<'a>(
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    assert!(counts.is_empty(), "unexpected ids stored: {:?}", counts.keys().take(5).collect::<Vec<_>>());
+    assert!(
+        counts.is_empty(),
+        "unexpected ids stored: {:?}",
+        counts.keys().take(5).collect::<Vec<_>>()
+    );
+}
+
+/// Every data object under a local storage directory: (path relative to `root`, events).
+/// Files that are not data objects (intents, staging files) are left out.
+pub fn read_dir_objects(root: &Path) -> Vec<(String, Vec<Value>)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(root, &mut files);
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let Some(format) = ingest_server::format::Format::from_path(&rel) else {
+            continue;
+        };
+        let bytes = std::fs::read(&file).unwrap();
+        let events = format
+            .decode(&bytes)
+            .unwrap_or_else(|e| panic!("decode {rel}: {e}"));
+        out.push((rel, events));
+    }
+    out
+}
+
+/// Runs the `ingest-server` binary with `args` to completion: (success, stdout+stderr).
+pub fn run_cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ingest-server");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Writes `events` as one object at `root/rel` in the format its name says.
+pub fn write_object(root: &Path, rel: &str, events: &[Value]) {
+    let format = ingest_server::format::Format::from_path(rel).expect("data object name");
+    let mut encoder = format.encoder();
+    for e in events {
+        encoder.push(e).unwrap();
+    }
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, encoder.finish().unwrap()).unwrap();
 }

@@ -1,0 +1,334 @@
+//! `ingest-server import`: bulk-loads NDJSON files (plain or `.gz`) into object storage
+//! through the writer's dedupe index, so running it again changes nothing.
+//!
+//! # What happens to each line
+//!
+//! Each non-blank line must be one JSON object (an event as stored by the server, or a
+//! Segment event). Missing fields are filled so the event fits the store:
+//! `source` from `--source`, `receivedAt` with the import time, and `messageId` with
+//! `import-<xxh3-128 of the line>` (so an id-less line gets the same id on every run).
+//! Events are partitioned like the writer's (`source=…/dt=…/hour=…/` by `receivedAt`).
+//! Lines that are not JSON objects, or whose `receivedAt` is not RFC 3339, are skipped
+//! and reported with `file:line`; the command then exits non-zero after importing the
+//! rest (re-run it once the lines are fixed: what was imported is not imported twice).
+//!
+//! # Exactly once
+//!
+//! An event whose `(source, messageId)` is in the dedupe index of `<data-dir>/state.sqlite`
+//! (or earlier in the same run) is skipped. Each object goes through the writer's
+//! protocol ([`crate::state`]): record an intent, upload `i-<hash>-<n>.<ext>` (hash of
+//! the object's dedupe keys), then commit the keys and drop the intent in one
+//! transaction. A crash leaves at most an intent; the next `import` (or the server's
+//! start-up) settles it: if the object exists its keys are committed, else the intent is
+//! dropped and the re-run writes those events again. `import` may run while the server
+//! runs (SQLite WAL), but not twice at once on the same data directory.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde_json::{Map, Value};
+
+use crate::config::{StoreArgs, parse_size};
+use crate::format::{Encoder, Format};
+use crate::sink::{ObjectSink, Sink, partition_dir};
+use crate::state::{Intent, MessageKey, ObjectCommit, StateDb, message_key};
+
+/// Most partitions buffered at once; past it the largest buffer is written out.
+const MAX_OPEN_PARTITIONS: usize = 64;
+/// Bad lines reported one by one before only counting.
+const MAX_REPORTED: usize = 10;
+
+/// Options of `ingest-server import`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Storage options (same as the server's); `--format` chooses the objects' format.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Source name for events without a `source` field.
+    #[arg(long, value_name = "NAME", default_value = "import")]
+    pub source: String,
+    /// Roll an imported object at this size [default: 128MiB].
+    #[arg(long, value_name = "SIZE", default_value = "128MiB")]
+    pub roll_bytes: String,
+    /// NDJSON files to load (`.gz` files are decompressed).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// What an import did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Events written to new objects.
+    pub imported: u64,
+    /// Events skipped because their messageId was already stored (or repeated).
+    pub duplicates: u64,
+    /// Lines skipped as invalid.
+    pub invalid: u64,
+    /// Objects written.
+    pub objects: u64,
+    /// Intents of an earlier interrupted import settled at start.
+    pub settled: u64,
+}
+
+/// Runs `ingest-server import` and prints a summary.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.store.resolve_store()?;
+    crate::config::check_source_name(&args.source)?;
+    let roll_bytes = parse_size(&args.roll_bytes).context("--roll-bytes")?;
+    if roll_bytes < 1024 * 1024 {
+        bail!("--roll-bytes {roll_bytes} is too small; use at least 1MiB");
+    }
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let sink = ObjectSink::open(&config)?;
+    let db = StateDb::open(&config.data_dir).with_context(|| {
+        format!(
+            "cannot open the state database in {}",
+            config.data_dir.display()
+        )
+    })?;
+    let mut importer = Importer {
+        sink: &sink,
+        db,
+        format: config.format,
+        roll_bytes,
+        default_source: args.source.clone(),
+        open: HashMap::new(),
+        seen: HashSet::new(),
+        report: ImportReport::default(),
+    };
+    importer.settle_intents().await?;
+    for file in &args.files {
+        importer.load_file(file).await?;
+    }
+    importer.flush_all().await?;
+    let r = &importer.report;
+    println!(
+        "import: {} events imported into {} objects, {} duplicates skipped, {} invalid lines, {} interrupted objects settled",
+        r.imported, r.objects, r.duplicates, r.invalid, r.settled
+    );
+    if r.invalid > 0 {
+        bail!(
+            "{} lines were not imported (listed above); fix them and re-run: imported events are not imported twice",
+            r.invalid
+        );
+    }
+    Ok(())
+}
+
+/// One partition's open object.
+struct Open {
+    encoder: Box<dyn Encoder>,
+    keys: Vec<MessageKey>,
+}
+
+struct Importer<'a> {
+    sink: &'a ObjectSink,
+    db: StateDb,
+    format: Format,
+    roll_bytes: u64,
+    default_source: String,
+    open: HashMap<String, Open>,
+    /// Keys buffered in open objects (committed ones are in the database).
+    seen: HashSet<MessageKey>,
+    report: ImportReport,
+}
+
+impl Importer<'_> {
+    /// Settles intents of import objects left by an interrupted run.
+    async fn settle_intents(&mut self) -> anyhow::Result<()> {
+        let intents = self
+            .db
+            .pending_intents()
+            .context("cannot read pending intents")?;
+        for intent in intents {
+            let base = intent.path.rsplit('/').next().unwrap_or(&intent.path);
+            if !base.starts_with("i-") {
+                continue; // the writer's: it settles them itself at start
+            }
+            match self.sink.get(&intent.path).await? {
+                Some(bytes) => {
+                    let format = Format::from_path(&intent.path)
+                        .with_context(|| format!("unknown object format: {}", intent.path))?;
+                    let events = format.decode(&bytes)?;
+                    let (keys, _) = crate::writer::keys_of(&events).map_err(anyhow::Error::msg)?;
+                    self.db.commit_object(&ObjectCommit {
+                        path: &intent.path,
+                        keys: &keys,
+                        seen_at_ms: now_ms(),
+                        checkpoint: None,
+                    })?;
+                }
+                None => self.db.abandon_intent(&intent.path)?,
+            }
+            self.report.settled += 1;
+        }
+        Ok(())
+    }
+
+    async fn load_file(&mut self, file: &PathBuf) -> anyhow::Result<()> {
+        let handle =
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let reader: Box<dyn Read> = if file.extension().is_some_and(|e| e == "gz") {
+            Box::new(flate2::read::MultiGzDecoder::new(handle))
+        } else {
+            Box::new(handle)
+        };
+        let reader = BufReader::with_capacity(1 << 20, reader);
+        for (index, line) in reader.split(b'\n').enumerate() {
+            let line = line.with_context(|| format!("cannot read {}", file.display()))?;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match self.prepare(&line) {
+                Ok((dir, key, event)) => self.add(dir, key, &event).await?,
+                Err(reason) => {
+                    self.report.invalid += 1;
+                    if self.report.invalid <= MAX_REPORTED as u64 {
+                        eprintln!("import: {}:{}: {reason}", file.display(), index + 1);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses and completes one line: (partition dir, dedupe key, event).
+    fn prepare(&self, line: &[u8]) -> Result<(String, MessageKey, Value), String> {
+        let mut event: Map<String, Value> = match serde_json::from_slice(line) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err("not a JSON object".into()),
+            Err(e) => return Err(format!("invalid JSON: {e}")),
+        };
+        let source = match event.get("source") {
+            Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => self.default_source.clone(),
+            Some(_) => return Err("`source` is not a string".into()),
+        };
+        event.insert("source".into(), Value::String(source.clone()));
+        let id = match event.get("messageId") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            None | Some(Value::Null) => format!(
+                "import-{:032x}",
+                twox_hash::XxHash3_128::oneshot(line.trim_ascii())
+            ),
+            Some(_) => return Err("`messageId` is not a non-empty string".into()),
+        };
+        event.insert("messageId".into(), Value::String(id.clone()));
+        let received_ms = match event.get("receivedAt") {
+            Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|e| format!("`receivedAt` `{s}` is not RFC 3339: {e}"))?
+                .timestamp_millis(),
+            None | Some(Value::Null) => {
+                let now = chrono::Utc::now();
+                event.insert(
+                    "receivedAt".into(),
+                    Value::String(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                );
+                now.timestamp_millis()
+            }
+            Some(_) => return Err("`receivedAt` is not a string".into()),
+        };
+        let dir = partition_dir(&source, received_ms);
+        Ok((dir, message_key(&source, &id), Value::Object(event)))
+    }
+
+    async fn add(&mut self, dir: String, key: MessageKey, event: &Value) -> anyhow::Result<()> {
+        if self.seen.contains(&key) || self.db.contains(&key)? {
+            self.report.duplicates += 1;
+            return Ok(());
+        }
+        if !self.open.contains_key(&dir) && self.open.len() >= MAX_OPEN_PARTITIONS {
+            self.flush_largest().await?;
+        }
+        let format = self.format;
+        let open = self.open.entry(dir.clone()).or_insert_with(|| Open {
+            encoder: format.encoder(),
+            keys: Vec::new(),
+        });
+        open.encoder.push(event)?;
+        open.keys.push(key);
+        self.seen.insert(key);
+        if open.encoder.approx_bytes() >= self.roll_bytes {
+            self.flush(&dir).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_largest(&mut self) -> anyhow::Result<()> {
+        let largest = self
+            .open
+            .iter()
+            .max_by_key(|(_, o)| o.encoder.approx_bytes())
+            .map(|(d, _)| d.clone());
+        match largest {
+            Some(dir) => self.flush(&dir).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn flush_all(&mut self) -> anyhow::Result<()> {
+        let dirs: Vec<String> = self.open.keys().cloned().collect();
+        for dir in dirs {
+            self.flush(&dir).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one partition's object: intent, upload, commit (see the module docs).
+    async fn flush(&mut self, dir: &str) -> anyhow::Result<()> {
+        let Some(open) = self.open.remove(dir) else {
+            return Ok(());
+        };
+        if open.keys.is_empty() {
+            return Ok(());
+        }
+        let mut hasher = twox_hash::XxHash3_128::new();
+        for key in &open.keys {
+            hasher.write(key);
+        }
+        let path = format!(
+            "{dir}i-{:032x}-{}.{}",
+            hasher.finish_128(),
+            open.keys.len(),
+            self.format.extension()
+        );
+        let bytes = open.encoder.finish()?;
+        let intent = Intent {
+            path: path.clone(),
+            first: 0,
+            last: 0,
+        };
+        self.db
+            .record_intent(&intent, now_ms())
+            .with_context(|| format!("cannot record the intent for {path}"))?;
+        self.sink
+            .put(&path, bytes)
+            .await
+            .with_context(|| format!("cannot upload {path}; re-run import to retry"))?;
+        self.db
+            .commit_object(&ObjectCommit {
+                path: &path,
+                keys: &open.keys,
+                seen_at_ms: now_ms(),
+                checkpoint: None,
+            })
+            .with_context(|| format!("cannot commit {path}; re-run import to settle it"))?;
+        for key in &open.keys {
+            self.seen.remove(key);
+        }
+        self.report.imported += open.keys.len() as u64;
+        self.report.objects += 1;
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -87,6 +87,13 @@ fn child_process() {
     }
 }
 
+/// The seq of a `DURABLE n` report. libtest may print `test child_process ... `
+/// without a newline just before it, so the report can start mid-line.
+fn durable_in(line: &str) -> Option<u64> {
+    let at = line.find("DURABLE ")?;
+    Some(line[at + "DURABLE ".len()..].trim().parse().unwrap())
+}
+
 struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -135,8 +142,7 @@ fn spawn_child_at(mode: &str, dir: &Path, endpoint: &str, seq_base: u64) -> Runn
 
 impl Running {
     fn take_line(&mut self, line: &str) {
-        if let Some(n) = line.strip_prefix("DURABLE ") {
-            let n: u64 = n.trim().parse().unwrap();
+        if let Some(n) = durable_in(line) {
             self.durable = Some(self.durable.map_or(n, |d| d.max(n)));
         }
     }
@@ -149,7 +155,7 @@ impl Running {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
-                    if line.starts_with("DURABLE ") {
+                    if durable_in(&line).is_some() {
                         seen += 1;
                     }
                     self.take_line(&line);
@@ -180,8 +186,7 @@ impl Running {
         } = self;
         reader.join().unwrap();
         while let Ok(line) = lines.try_recv() {
-            if let Some(n) = line.strip_prefix("DURABLE ") {
-                let n: u64 = n.trim().parse().unwrap();
+            if let Some(n) = durable_in(&line) {
                 durable = Some(durable.map_or(n, |d| d.max(n)));
             }
         }
@@ -257,7 +262,11 @@ fn sigkill_during_writes_loses_no_durable_event() {
         let durable = child.kill().expect("a durable report");
         assert!(durable >= base + 199);
         durables.push((base, durable));
-        assert_eq!(server.request_count(), 0, "the child was offline");
+        if round == 0 {
+            // (The second child starts online with the first one's backlog, so
+            // it may upload before it goes offline.)
+            assert_eq!(server.request_count(), 0, "the child was offline");
+        }
     }
     recover(&server, dir.path());
     for (base, durable) in durables {

@@ -48,9 +48,11 @@ fn restart_after_server_errors_resends_the_same_batch_key_and_message_ids() {
     ));
     drop(c1);
 
-    server.set_default(Reply::Ok);
-    let before = server.request_count();
+    // Keep failing until the new client holds the directory, so the old
+    // client's threads cannot be the ones that deliver.
     let c2 = reopen(&cfg, None);
+    let before = server.request_count();
+    server.set_default(Reply::Ok);
     // No flush(): a client that starts with events pending uploads them.
     let reqs = server.wait_accepted(5, WAIT);
     for r in &reqs[..] {
@@ -64,7 +66,7 @@ fn restart_after_server_errors_resends_the_same_batch_key_and_message_ids() {
     assert!(reqs.len() > before);
     assert_eq!(server.accepted_seqs(), vec![0, 1, 2, 3, 4]);
     assert_eq!(c2.flush_blocking(5_000), FlushResult::Delivered);
-    assert_eq!(c2.stats().uploaded_events, 5);
+    assert_eq!(c2.stats().uploaded_events, 5, "{:?}", c2.stats());
 }
 
 #[test]

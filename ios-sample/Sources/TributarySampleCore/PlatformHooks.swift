@@ -67,7 +67,7 @@ public struct UIKitBackgroundTasks: BackgroundTaskRunner {
         if Thread.isMainThread {
             MainActor.assumeIsolated { UIApplication.shared.endBackgroundTask(id) }
         } else {
-            DispatchQueue.main.async { UIApplication.shared.endBackgroundTask(id) }
+            Task { @MainActor in UIApplication.shared.endBackgroundTask(id) }
         }
     }
 }

@@ -13,7 +13,9 @@ PKG="$REPO/bindings/swift"
 SAMPLE="$REPO/ios-sample"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 mkdir -p "$CARGO_TARGET_DIR"
-LIB_DIR="$(cd "$CARGO_TARGET_DIR" && pwd -P)/debug"
+# Absolute, because cargo and bindgen run from $REPO below.
+CARGO_TARGET_DIR="$(cd "$CARGO_TARGET_DIR" && pwd -P)"
+LIB_DIR="$CARGO_TARGET_DIR/debug"
 
 log() { echo "[test-swift $(date +%H:%M:%S)] $*"; }
 

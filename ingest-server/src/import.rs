@@ -20,8 +20,14 @@
 //! the object's dedupe keys), then commit the keys and drop the intent in one
 //! transaction. A crash leaves at most an intent; the next `import` (or the server's
 //! start-up) settles it: if the object exists its keys are committed, else the intent is
-//! dropped and the re-run writes those events again. `import` may run while the server
-//! runs (SQLite WAL), but not twice at once on the same data directory.
+//! dropped and the re-run writes those events again. Never run two imports at once on
+//! the same data directory.
+//!
+//! `import` may run while the server runs (SQLite WAL), but dedupe against the server
+//! only covers events the writer has already *committed*: an event that is, at that
+//! moment, both in the import and in the writer's open buffer can be stored twice. So
+//! import data that the server is not receiving at the same time, or stop the server
+//! (SIGTERM commits everything) before importing an export of its own objects.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};

@@ -129,7 +129,10 @@ fn writer_properties() -> Result<WriterProperties, FormatError> {
     let level = ZstdLevel::try_new(3).map_err(encode_err)?;
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
-        .set_created_by(format!("tributary ingest-server {}", env!("CARGO_PKG_VERSION")))
+        .set_created_by(format!(
+            "tributary ingest-server {}",
+            env!("CARGO_PKG_VERSION")
+        ))
         .set_statistics_truncate_length(Some(64));
     for name in NO_DICTIONARY {
         let path = ColumnPath::from(*name);
@@ -368,7 +371,10 @@ fn read_column(
     defs.into_iter()
         .map(|d| {
             if d > 0 {
-                values.next().map(Some).ok_or_else(|| "missing value".into())
+                values
+                    .next()
+                    .map(Some)
+                    .ok_or_else(|| "missing value".into())
             } else {
                 Ok(None)
             }

@@ -1,0 +1,184 @@
+//! `ingest-server import` on real files: NDJSON and NDJSON.gz go to objects through the
+//! dedupe index, so a second run imports nothing, and events the server already stored
+//! are not stored again.
+
+mod s3_common;
+
+use std::io::Write;
+use std::path::Path;
+
+use s3_common::*;
+use serde_json::{Value, json};
+
+fn event(id: Option<&str>, n: usize) -> Value {
+    let mut e = json!({"type": "track", "event": "Imported", "userId": "u",
+                       "receivedAt": "2026-11-20T10:15:00.000Z", "properties": {"n": n}});
+    if let Some(id) = id {
+        e["messageId"] = json!(id);
+    }
+    e
+}
+
+fn write_lines(path: &Path, events: &[Value], gzip: bool) {
+    let mut text = String::new();
+    for e in events {
+        text.push_str(&e.to_string());
+        text.push('\n');
+    }
+    if gzip {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        std::fs::write(path, gz.finish().unwrap()).unwrap();
+    } else {
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+fn import(data: &Path, format: &str, files: &[&Path]) -> (bool, String) {
+    let data = data.display().to_string();
+    let mut args = vec![
+        "import",
+        "--data-dir",
+        &data,
+        "--format",
+        format,
+        "--source",
+        "imp",
+    ];
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(files.iter().map(String::as_str));
+    run_cli(&args)
+}
+
+fn import_twice(format: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let a = dir.path().join("a.ndjson");
+    let b = dir.path().join("b.ndjson.gz");
+    let mut ids: Vec<String> = (0..1000).map(|i| format!("a-{i}")).collect();
+    let mut a_events: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| event(Some(id), i))
+        .collect();
+    a_events.push(a_events[5].clone()); // repeated within a file
+    write_lines(&a, &a_events, false);
+    // b: 100 ids shared with a, 400 new ones, and 10 events without a messageId.
+    let mut b_events: Vec<Value> = (900..1400)
+        .map(|i| event(Some(&format!("a-{i}")), i))
+        .collect();
+    b_events.extend((0..10).map(|i| event(None, 10_000 + i)));
+    write_lines(&b, &b_events, true);
+    ids.extend((1000..1400).map(|i| format!("a-{i}")));
+
+    let (ok, out) = import(&data, format, &[&a, &b]);
+    assert!(ok, "{out}");
+    assert!(out.contains("1410 events imported"), "{out}");
+    let objects = read_dir_objects(&data.join("objects"));
+    let generated: Vec<String> = objects
+        .iter()
+        .flat_map(|(_, e)| e)
+        .filter_map(|e| e["messageId"].as_str())
+        .filter(|id| id.starts_with("import-"))
+        .map(String::from)
+        .collect();
+    assert_eq!(generated.len(), 10, "ids assigned to id-less lines");
+    ids.extend(generated);
+    assert_exactly_once(&ids, objects.iter().flat_map(|(_, e)| e));
+    for (name, events) in &objects {
+        assert!(
+            name.starts_with("source=imp/dt=2026-11-20/hour=10/i-"),
+            "{name}"
+        );
+        assert!(events.iter().all(|e| e["source"] == "imp"));
+    }
+
+    // Again: nothing new, not even the id-less lines (their ids come from their content).
+    let (ok, out) = import(&data, format, &[&b, &a]);
+    assert!(ok, "{out}");
+    assert!(out.contains(" 0 events imported"), "{out}");
+    let again = read_dir_objects(&data.join("objects"));
+    assert_eq!(again.len(), objects.len());
+    assert_exactly_once(&ids, again.iter().flat_map(|(_, e)| e));
+}
+
+#[test]
+fn import_twice_ndjson_stores_each_event_once() {
+    import_twice("ndjson");
+}
+
+#[test]
+fn import_twice_parquet_stores_each_event_once() {
+    import_twice("parquet");
+}
+
+#[test]
+fn bad_lines_are_reported_and_the_rest_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("mixed.ndjson");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\nnot json\n[1,2]\n\n{}\n",
+            event(Some("ok-1"), 1),
+            event(Some("ok-2"), 2)
+        ),
+    )
+    .unwrap();
+    let (ok, out) = import(&data, "ndjson", &[&file]);
+    assert!(!ok, "bad lines must fail the run:\n{out}");
+    assert!(out.contains("mixed.ndjson:2: invalid JSON"), "{out}");
+    assert!(out.contains("mixed.ndjson:3: not a JSON object"), "{out}");
+    assert!(out.contains("2 events imported"), "{out}");
+    let objects = read_dir_objects(&data.join("objects"));
+    let ids = vec!["ok-1".to_string(), "ok-2".to_string()];
+    assert_exactly_once(&ids, objects.iter().flat_map(|(_, e)| e));
+    let data = data.display().to_string();
+    let (ok, out) = run_cli(&["import", "--data-dir", &data, "/no/such/file.ndjson"]);
+    assert!(!ok && out.contains("/no/such/file.ndjson"), "{out}");
+}
+
+/// Events the server stored (via HTTP) are in the same dedupe index: importing them
+/// again afterwards stores only the new ones.
+#[test]
+fn import_skips_events_the_server_already_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args: Vec<String> = ["--roll-interval", "1s", "--roll-bytes", "1MiB"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut server = Server::start(&data, &args, &[]);
+    let sent: Vec<String> = (0..300).map(|i| format!("srv-{i}")).collect();
+    for chunk in sent.chunks(100) {
+        let events: Vec<Value> = chunk.iter().map(|id| track(id, "x")).collect();
+        server.post_batch(&events);
+    }
+    let status = server.terminate();
+    assert!(status.success(), "{}", server.log_tail());
+    // Export what the server stored (as stored, with `source`), plus 200 new events.
+    let stored: Vec<Value> = read_dir_objects(&data.join("objects"))
+        .into_iter()
+        .flat_map(|(_, e)| e)
+        .collect();
+    assert_eq!(stored.len(), 300);
+    let mut lines = stored.clone();
+    let new: Vec<String> = (0..200).map(|i| format!("new-{i}")).collect();
+    lines.extend(new.iter().map(|id| {
+        let mut e = track(id, "y");
+        e["source"] = json!(SOURCE);
+        e
+    }));
+    let file = dir.path().join("export.ndjson");
+    write_lines(&file, &lines, false);
+    let (ok, out) = import(&data, "ndjson", &[&file]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("200 events imported") && out.contains("300 duplicates"),
+        "{out}"
+    );
+    let all: Vec<String> = sent.iter().chain(&new).cloned().collect();
+    let objects = read_dir_objects(&data.join("objects"));
+    assert_exactly_once(&all, objects.iter().flat_map(|(_, e)| e));
+}

@@ -52,11 +52,13 @@ let package = Package(
             path: "Sources/Tributary",
             linkerSettings: rustLinkerSettings
         ),
+        // A separate process for the SIGKILL test (a test-only executable, not a product).
+        .executableTarget(name: "TributaryCrashHelper", dependencies: ["Tributary"], path: "Sources/TributaryCrashHelper"),
         // zlib, to decompress the SDK's gzip request bodies in the test HTTP server.
         .systemLibrary(name: "CZlib", path: "Tests/CZlib"),
         .testTarget(
             name: "TributaryTests",
-            dependencies: ["Tributary", "CZlib"],
+            dependencies: ["Tributary", "CZlib", "TributaryCrashHelper"],
             path: "Tests/TributaryTests"
         ),
     ],

@@ -124,6 +124,24 @@ import Testing
         #expect(server.waitUntil(timeout: 20) { server.events.count == 3 }, "flush() did not upload the 3 events")
     }
 
+    @Test func unauthorizedPausesUntilANewWriteKey() throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let good = "Basic " + Data("new-key:".utf8).base64EncodedString()
+        server.respond { request in
+            request.headers["authorization"] == good ? .ok : TestResponse(status: 401, body: #"{"error":"bad key"}"#)
+        }
+        let tributary = try Tributary(config: testConfig(server: server, storage: temporaryStorage()), logger: nil)
+        try tributary.track("Needs Key")
+        #expect(tributary.flushBlocking(timeout: 20) == .unauthorized(pending: 1))
+        #expect(tributary.stats.queuedEvents == 1)
+
+        try tributary.setWriteKey("new-key")
+        #expect(tributary.flushBlocking(timeout: 20) == .delivered)
+        #expect(server.requests.last?.headers["authorization"] == good)
+        #expect(server.requests.last?.events.first?["event"] as? String == "Needs Key")
+    }
+
     @Test func offlineEventsWaitAndAreDeliveredWhenOnline() throws {
         let server = try TestServer()
         defer { server.stop() }

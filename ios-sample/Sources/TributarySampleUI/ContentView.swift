@@ -16,7 +16,8 @@ public final class SampleViewModel: ObservableObject {
         self.session = session
         self.state = session.state
         session.observe { [weak self] state in
-            Task { @MainActor in self?.state = state }
+            guard let model = self else { return }
+            Task { @MainActor in model.state = state }
         }
     }
 }

@@ -66,12 +66,21 @@ start=$SECONDS
 mkdir -p "$CACHE"
 unmount_all_under_root
 
-if ! command -v debootstrap >/dev/null 2>&1; then
-  log "installing debootstrap on the host"
-  # setup-apt.sh may run apt at the same time (scripts/test.sh starts us in parallel): wait for the lock.
-  apt-get -o DPkg::Lock::Timeout=600 update -qq
-  apt-get -o DPkg::Lock::Timeout=600 install -y -qq debootstrap
-fi
+# setup-apt.sh may run apt at the same time (scripts/test.sh starts us in parallel): wait
+# for dpkg's lock, and retry, since `apt-get update` can also lose the race for the lists lock.
+attempt=1
+while ! command -v debootstrap >/dev/null 2>&1; do
+  log "installing debootstrap on the host (attempt $attempt)"
+  if apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq debootstrap; then
+    break
+  fi
+  if [ "$attempt" -ge 5 ]; then
+    echo "could not install debootstrap with apt-get; install it and rerun" >&2
+    exit 1
+  fi
+  attempt=$((attempt + 1))
+  sleep 10
+done
 
 if [ ! -f "$BOOTSTRAPPED" ]; then
   if [ -e "$ROOT" ]; then

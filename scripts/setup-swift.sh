@@ -102,8 +102,19 @@ mount_proc
 log "apt-get install ${ROOT_PACKAGES[*]} inside the root (a ~450 MB download)"
 # dpkg --configure -a finishes a previous run's half-configured packages.
 chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive dpkg --configure -a
-chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${ROOT_PACKAGES[@]}"
+# Retried: a mirror hiccup during a 450 MB download should not fail CI.
+for attempt in 1 2 3; do
+  if chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${ROOT_PACKAGES[@]}"; then
+    break
+  fi
+  if [ "$attempt" = 3 ]; then
+    echo "apt-get install ${ROOT_PACKAGES[*]} failed 3 times inside $ROOT; check the network and rerun" >&2
+    exit 1
+  fi
+  log "apt-get failed inside the root; retrying in 10 s"
+  sleep 10
+done
 chroot "$ROOT" apt-get clean
 
 version="$(chroot "$ROOT" swift --version 2>&1 | head -n 1)"

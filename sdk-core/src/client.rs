@@ -487,3 +487,93 @@ impl Drop for Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> Config {
+        // Port 9 (discard) is never contacted: the tests stay offline.
+        Config::new(
+            "http://127.0.0.1:9".into(),
+            "key".into(),
+            dir.display().to_string(),
+        )
+    }
+
+    fn temp_dir() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("tributary-client-{}", uuid::Uuid::now_v7()))
+    }
+
+    #[test]
+    fn identity_and_reset_survive_a_restart() {
+        let dir = temp_dir();
+        let c1 = Client::new(config(&dir), None).unwrap();
+        c1.set_network_available(false);
+        let first_anon = c1.anonymous_id();
+        c1.identify("u-1".into(), String::new()).unwrap();
+        c1.shutdown(1_000);
+        drop(c1);
+
+        let c2 = Client::new(config(&dir), None).unwrap();
+        assert_eq!(c2.anonymous_id(), first_anon);
+        assert_eq!(c2.user_id().as_deref(), Some("u-1"));
+        assert_eq!(c2.stats().queued_events, 1);
+        c2.reset();
+        let second_anon = c2.anonymous_id();
+        assert_ne!(second_anon, first_anon);
+        drop(c2);
+
+        let c3 = Client::new(config(&dir), None).unwrap();
+        assert_eq!(c3.anonymous_id(), second_anon);
+        assert_eq!(c3.user_id(), None);
+        drop(c3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn opt_out_survives_a_restart() {
+        let dir = temp_dir();
+        let c1 = Client::new(config(&dir), None).unwrap();
+        c1.set_network_available(false);
+        c1.track("A".into(), String::new()).unwrap();
+        c1.set_enabled(false);
+        assert_eq!(c1.stats().queued_events, 0);
+        drop(c1);
+
+        let c2 = Client::new(config(&dir), None).unwrap();
+        c2.set_network_available(false);
+        c2.track("B".into(), String::new()).unwrap();
+        assert_eq!(c2.flush_blocking(1_000), FlushResult::Disabled);
+        assert_eq!(c2.stats().queued_events, 0);
+        c2.set_enabled(true);
+        c2.track("C".into(), String::new()).unwrap();
+        assert_eq!(
+            c2.flush_blocking(1_000),
+            FlushResult::Offline { pending: 1 }
+        );
+        drop(c2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn alias_sends_previous_id_and_adopts_the_new_one() {
+        let dir = temp_dir();
+        let c = Client::new(config(&dir), None).unwrap();
+        c.set_network_available(false);
+        let anon = c.anonymous_id();
+        c.alias("new-id".into()).unwrap();
+        assert_eq!(c.user_id().as_deref(), Some("new-id"));
+        c.flush_blocking(1_000);
+        let body: String = lock(&c.shared.store)
+            .conn
+            .query_row("SELECT body FROM events", [], |r| r.get(0))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["type"], "alias");
+        assert_eq!(v["previousId"], anon.as_str());
+        assert_eq!(v["userId"], "new-id");
+        drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

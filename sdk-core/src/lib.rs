@@ -5,6 +5,21 @@
 //! one error and one foreign trait), so the Kotlin and Swift packages are thin
 //! layers over the same behaviour.
 //!
+//! # How it works
+//! - Recording calls (`track`, `identify`, ...) validate and build the event
+//!   JSON on the caller's thread (module `event`) and `try_send` it to the
+//!   writer thread over a bounded channel of `Client::CHANNEL_CAPACITY`
+//!   events (module `writer`). No disk I/O happens on the caller's thread.
+//! - The writer group-commits everything pending into SQLite in WAL mode with
+//!   `synchronous = FULL` (module `queue`, which documents the files and the
+//!   schema), and evicts past `max_queue_bytes` (module `evict`).
+//! - The delivery thread (module `delivery`) makes batches with a persisted
+//!   membership and idempotency key (module `batch`), sends them in Segment's
+//!   `/v1/batch` format (module `upload`), and retries with persisted
+//!   exponential backoff and full jitter (module `retry`).
+//! - One client per storage directory is enforced with a file lock (module
+//!   `store_lock`).
+//!
 //! ```no_run
 //! use tributary::{Client, Config};
 //! let config = Config::new("https://ingest.example.com".into(), "WRITE_KEY".into(), "/tmp/tributary".into());
@@ -12,6 +27,8 @@
 //! client.track("Signed Up".into(), r#"{"plan":"pro"}"#.into())?;
 //! # Ok::<(), tributary::TributaryError>(())
 //! ```
+
+#![warn(missing_docs)]
 
 uniffi::setup_scaffolding!("tributary");
 

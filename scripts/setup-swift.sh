@@ -55,6 +55,7 @@ unmount_proc() {
   fi
 }
 trap unmount_proc EXIT
+trap 'exit 130' INT TERM HUP # so that a signal also runs the EXIT trap
 
 if [ -f "$READY" ] && [ -d "$ROOT/proc" ] && mount_proc && version="$(chroot "$ROOT" swift --version 2>&1)"; then
   log "swift root ready at $ROOT: $(head -n 1 <<<"$version")"

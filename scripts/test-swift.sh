@@ -58,6 +58,17 @@ cleanup() {
   done
 }
 trap cleanup EXIT
+# On a signal, stop the running `swift test` (timeout forwards it), then exit, which
+# runs the EXIT trap and unmounts.
+child=0
+on_signal() {
+  if [ "$child" != 0 ]; then
+    kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+  fi
+  exit 130
+}
+trap on_signal INT TERM HUP
 bind() { # bind SOURCE: mounts SOURCE at the same path inside the root
   mkdir -p "$ROOT$1"
   mount --bind "$1" "$ROOT$1"
@@ -81,10 +92,14 @@ status=0
 for pkg in "$PKG" "$SAMPLE"; do
   log "swift test in $pkg"
   # Bounded: a hung test (or core) fails the run instead of stalling CI.
-  if ! in_root timeout --kill-after=30 "${TRIBUTARY_SWIFT_TEST_TIMEOUT:-900}" /bin/sh -c "cd '$pkg' && swift test"; then
+  # Run in the background and `wait`, so that a signal is handled at once.
+  in_root timeout --kill-after=30 "${TRIBUTARY_SWIFT_TEST_TIMEOUT:-900}" /bin/sh -c "cd '$pkg' && swift test" &
+  child=$!
+  if ! wait "$child"; then
     log "swift test FAILED in $pkg"
     status=1
   fi
+  child=0
 done
 log "done in $((SECONDS - start)) s"
 exit "$status"

@@ -125,7 +125,11 @@ impl DeviceProcess {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "device {} exited with {status}", self.device);
+                assert!(
+                    status.success(),
+                    "device {} exited with {status}",
+                    self.device
+                );
                 return self.ledger();
             }
             if Instant::now() >= deadline {

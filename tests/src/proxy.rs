@@ -109,6 +109,9 @@ pub struct ProxyStats {
     pub unavailable: u64,
     /// Forwards that failed because the upstream was unreachable.
     pub upstream_errors: u64,
+    /// Responses marked `idempotent-replayed: true`: the server recognised a
+    /// retried batch by its `Idempotency-Key` and answered without storing it again.
+    pub replayed: u64,
     /// Bytes read from clients (request heads and bodies).
     pub bytes_from_clients: u64,
     /// Bytes written to clients (response heads and bodies).
@@ -124,6 +127,7 @@ struct Counters {
     cut: AtomicU64,
     unavailable: AtomicU64,
     upstream_errors: AtomicU64,
+    replayed: AtomicU64,
     bytes_from_clients: AtomicU64,
     bytes_to_clients: AtomicU64,
 }
@@ -203,6 +207,7 @@ impl FaultProxy {
             cut: get(&c.cut),
             unavailable: get(&c.unavailable),
             upstream_errors: get(&c.upstream_errors),
+            replayed: get(&c.replayed),
             bytes_from_clients: get(&c.bytes_from_clients),
             bytes_to_clients: get(&c.bytes_to_clients),
         }
@@ -349,6 +354,9 @@ fn forward(
     if (200..300).contains(&status) {
         c.upstream_2xx.fetch_add(1, Ordering::Relaxed);
     }
+    if header(&response.head, "idempotent-replayed").is_some_and(|v| v == "true") {
+        c.replayed.fetch_add(1, Ordering::Relaxed);
+    }
     let observer = lock(&shared.observer).clone();
     if cut {
         c.cut.fetch_add(1, Ordering::Relaxed);
@@ -367,9 +375,8 @@ fn forward(
             delivered: !cut,
         });
     }
-    let closes = |head: &str| {
-        header(head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
-    };
+    let closes =
+        |head: &str| header(head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
     if closes(&response.head) || closes(&request.head) {
         *upstream = None;
         let _ = client.shutdown(Shutdown::Both);

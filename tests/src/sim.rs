@@ -11,7 +11,8 @@ use tributary::{Client, Config, FlushResult};
 use crate::storage::EventKey;
 
 /// Padding that brings a test event near the typical 300 bytes on the wire.
-pub const PAD: &str = "lorem-ipsum-dolor-sit-amet-consectetur-adipiscing-elit-sed-do-eiusmod-tempor";
+pub const PAD: &str =
+    "lorem-ipsum-dolor-sit-amet-consectetur-adipiscing-elit-sed-do-eiusmod-tempor";
 
 /// The configuration the scenarios use: quick flushes and a short backoff cap,
 /// so faults resolve within seconds.
@@ -85,7 +86,12 @@ impl SimDevice {
     /// events recorded before the call are durable on the device.
     pub fn confirm(&mut self, timeout_ms: u64) -> FlushResult {
         let result = self.client.flush_blocking(timeout_ms);
-        assert_ne!(result, FlushResult::Disabled, "device {} is disabled", self.id);
+        assert_ne!(
+            result,
+            FlushResult::Disabled,
+            "device {} is disabled",
+            self.id
+        );
         for seq in self.pending.drain(..) {
             self.recorded.insert((self.id.clone(), seq));
         }
@@ -141,5 +147,8 @@ pub fn drain_all(devices: &mut [SimDevice], timeout: Duration) {
 
 /// The union of every device's recorded events.
 pub fn recorded(devices: &[SimDevice]) -> BTreeSet<EventKey> {
-    devices.iter().flat_map(|d| d.recorded.iter().cloned()).collect()
+    devices
+        .iter()
+        .flat_map(|d| d.recorded.iter().cloned())
+        .collect()
 }

@@ -54,7 +54,10 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// All events of all objects.
 pub fn all_events(objects: &[StoredObject]) -> Vec<Value> {
-    objects.iter().flat_map(|o| o.events.iter().cloned()).collect()
+    objects
+        .iter()
+        .flat_map(|o| o.events.iter().cloned())
+        .collect()
 }
 
 /// An event's properties as an object, whether stored as JSON (NDJSON) or as a
@@ -98,21 +101,41 @@ impl Verdict {
     /// Human-readable problems; empty if every recorded event is stored exactly once.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let sample = |v: &dyn std::fmt::Debug| format!("{v:?}").chars().take(400).collect::<String>();
+        let sample =
+            |v: &dyn std::fmt::Debug| format!("{v:?}").chars().take(400).collect::<String>();
         if !self.missing.is_empty() {
-            out.push(format!("{} recorded events missing from storage, e.g. {}", self.missing.len(), sample(&&self.missing[..self.missing.len().min(5)])));
+            out.push(format!(
+                "{} recorded events missing from storage, e.g. {}",
+                self.missing.len(),
+                sample(&&self.missing[..self.missing.len().min(5)])
+            ));
         }
         if !self.duplicated.is_empty() {
-            out.push(format!("{} events stored more than once, e.g. {}", self.duplicated.len(), sample(&&self.duplicated[..self.duplicated.len().min(5)])));
+            out.push(format!(
+                "{} events stored more than once, e.g. {}",
+                self.duplicated.len(),
+                sample(&&self.duplicated[..self.duplicated.len().min(5)])
+            ));
         }
         if !self.duplicated_message_ids.is_empty() {
-            out.push(format!("{} messageIds stored more than once, e.g. {}", self.duplicated_message_ids.len(), sample(&&self.duplicated_message_ids[..self.duplicated_message_ids.len().min(5)])));
+            out.push(format!(
+                "{} messageIds stored more than once, e.g. {}",
+                self.duplicated_message_ids.len(),
+                sample(&&self.duplicated_message_ids[..self.duplicated_message_ids.len().min(5)])
+            ));
         }
         if !self.unknown.is_empty() {
-            out.push(format!("{} stored events were never tracked, e.g. {}", self.unknown.len(), sample(&&self.unknown[..self.unknown.len().min(5)])));
+            out.push(format!(
+                "{} stored events were never tracked, e.g. {}",
+                self.unknown.len(),
+                sample(&&self.unknown[..self.unknown.len().min(5)])
+            ));
         }
         if self.without_message_id > 0 {
-            out.push(format!("{} stored events have no messageId", self.without_message_id));
+            out.push(format!(
+                "{} stored events have no messageId",
+                self.without_message_id
+            ));
         }
         out
     }
@@ -172,8 +195,7 @@ pub fn verify(
         .filter(|k| !tracked.contains(*k) && !recorded.contains(*k))
         .cloned()
         .collect();
-    let mut dup_ids: Vec<(String, usize)> =
-        by_id.into_iter().filter(|(_, n)| *n > 1).collect();
+    let mut dup_ids: Vec<(String, usize)> = by_id.into_iter().filter(|(_, n)| *n > 1).collect();
     dup_ids.sort();
     verdict.duplicated_message_ids = dup_ids;
     verdict

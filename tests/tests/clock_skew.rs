@@ -67,8 +67,14 @@ fn skewed_clocks(format: &str) {
         let mut status = None;
         for _attempt in 0..5 {
             let sent_at = rfc3339(Utc::now() + skew);
-            let response =
-                tests::http::post_batch(&agent, &rig.endpoint(), WRITE_KEY, &key, &events, &sent_at);
+            let response = tests::http::post_batch(
+                &agent,
+                &rig.endpoint(),
+                WRITE_KEY,
+                &key,
+                &events,
+                &sent_at,
+            );
             status = response.status;
             if status == Some(200) {
                 break;

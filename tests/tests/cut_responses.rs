@@ -39,7 +39,11 @@ fn every_batch_retried(format: &str) {
         "some cut batch was not retried: {proxy:?}"
     );
     let retries: u64 = devices.iter().map(|d| d.client.stats().retries).sum();
-    assert!(retries >= proxy.cut, "SDK retries {retries} < cuts {}", proxy.cut);
+    assert!(
+        retries >= proxy.cut,
+        "SDK retries {retries} < cuts {}",
+        proxy.cut
+    );
     let metrics = rig.server.metrics();
     for device in &devices {
         device.assert_nothing_dropped();

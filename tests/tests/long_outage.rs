@@ -12,7 +12,11 @@ use tests::sim::{SimDevice, drain_all, recorded};
 
 #[test]
 fn outage_longer_than_backoff_cap() {
-    let mut rig = Rig::start("outage", ServerOptions::new("ndjson"), Duration::from_secs(90));
+    let mut rig = Rig::start(
+        "outage",
+        ServerOptions::new("ndjson"),
+        Duration::from_secs(90),
+    );
     let root = rig.devices_root();
     let tune = |c: &mut tributary::Config| {
         c.retry_base_delay_ms = 100;
@@ -35,7 +39,10 @@ fn outage_longer_than_backoff_cap() {
     }
     std::thread::sleep(Duration::from_secs(3));
     let retries_during: u64 = devices.iter().map(|d| d.client.stats().retries).sum();
-    tests::note(&format!("after {:?} down: {retries_during} retries", outage.elapsed()));
+    tests::note(&format!(
+        "after {:?} down: {retries_during} retries",
+        outage.elapsed()
+    ));
     // Without the 500 ms cap, 3 s would allow only ~5 attempts per device.
     assert!(
         retries_during >= 3 * 4,
@@ -45,7 +52,10 @@ fn outage_longer_than_backoff_cap() {
     rig.proxy.set_upstream(rig.server.addr());
     let back = Instant::now();
     drain_all(&mut devices, Duration::from_secs(20));
-    tests::note(&format!("all delivered {:?} after the server came back", back.elapsed()));
+    tests::note(&format!(
+        "all delivered {:?} after the server came back",
+        back.elapsed()
+    ));
 
     // Outage 2: the front answers 503 with Retry-After: 1 for 3 s.
     rig.proxy.set_plan(FaultPlan::unavailable());

@@ -31,7 +31,11 @@ fn offline_then_online(format: &str) {
     }
     // Stay offline past several flush intervals: nothing may be sent.
     std::thread::sleep(Duration::from_millis(1_000));
-    assert_eq!(rig.proxy.stats().requests, 0, "an offline SDK sent requests");
+    assert_eq!(
+        rig.proxy.stats().requests,
+        0,
+        "an offline SDK sent requests"
+    );
     for device in &mut devices {
         device.track(50);
         device.confirm(1);

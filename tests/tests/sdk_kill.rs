@@ -12,7 +12,7 @@ use tests::rig::Rig;
 use tests::server::ServerOptions;
 
 const DEVICES: usize = 4;
-const KILLS: u64 = 3;
+const KILLS: u64 = 5;
 
 fn sdk_killed_mid_upload(format: &str) {
     let mut rig = Rig::start(
@@ -54,7 +54,9 @@ fn sdk_killed_mid_upload(format: &str) {
         for (d, proc) in procs.into_iter().enumerate() {
             ledgers[d].merge(proc.kill());
         }
-        tests::note(&format!("run {run}: killed {DEVICES} devices ({before} requests so far)"));
+        tests::note(&format!(
+            "run {run}: killed {DEVICES} devices ({before} requests so far)"
+        ));
     }
     // A last run per device: a few more events, then it drains everything
     // left on its storage by the killed runs.

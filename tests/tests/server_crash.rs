@@ -14,7 +14,11 @@ use tests::sim::{SimDevice, drain_all, recorded};
 fn crashes_under_load(format: &str) {
     let mut options = ServerOptions::new(format);
     options.roll_interval = "1s".into();
-    let mut rig = Rig::start(&format!("crash-{format}"), options, Duration::from_secs(120));
+    let mut rig = Rig::start(
+        &format!("crash-{format}"),
+        options,
+        Duration::from_secs(120),
+    );
     // Some cut responses too, so batches are in every state when the kill lands.
     rig.proxy.set_plan(FaultPlan {
         cut: 0.1,
@@ -55,7 +59,10 @@ fn crashes_under_load(format: &str) {
     let (_, events) = rig.finish();
     tests::storage::verify(&events, &recorded, None)
         .assert_exactly_once(&format!("server SIGKILLed 4 times, {format}"));
-    tests::note(&format!("{} events survived 4 server crashes", recorded.len()));
+    tests::note(&format!(
+        "{} events survived 4 server crashes",
+        recorded.len()
+    ));
 }
 
 #[test]

@@ -98,7 +98,12 @@ pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
         let step = attempt(&shared, &uploader);
         match step {
             Step::Empty => shared.signal(|s| {
-                s.drain = false;
+                // A flush() whose events were committed after our empty look
+                // must not be forgotten: the writer updates the count before
+                // it sets `drain`, both visible under this lock.
+                if shared.counters.queued_events() == 0 {
+                    s.drain = false;
+                }
                 s.generation += 1;
             }),
             Step::Progress => shared.signal(|s| s.generation += 1),
@@ -146,6 +151,12 @@ fn attempt(shared: &Shared, uploader: &Uploader) -> Step {
     let loaded = {
         let mut store = lock(&shared.store);
         match store.current_batch(limits, now_ms()) {
+            Ok(None) => {
+                // The table is empty: resynchronise the counters with it,
+                // so a drifted count can never keep the loop spinning.
+                let _ = store.refresh_counts();
+                Ok(None)
+            }
             Ok(batch) => Ok(batch),
             Err(e) => {
                 let recovered = is_corruption(&e).then(|| store.recover());

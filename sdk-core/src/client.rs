@@ -339,8 +339,16 @@ impl Client {
         // Startup housekeeping, then deliver whatever a previous run left.
         crate::delivery::evict_expired(&shared);
         let evicted = lock(&shared.store).evict_over_cap(shared.config.max_queue_bytes);
-        if let Ok(n @ 1..) = evicted {
-            shared.counters.inc(&shared.counters.dropped_byte_cap, n);
+        match evicted {
+            Ok(0) => {}
+            Ok(n) => {
+                shared.counters.inc(&shared.counters.dropped_byte_cap, n);
+                shared.log.warn(format!(
+                    "queue over max_queue_bytes ({}) at startup: evicted the {n} oldest events",
+                    shared.config.max_queue_bytes
+                ));
+            }
+            Err(e) => shared.storage_error("evicting over the byte cap", &e),
         }
         if shared.counters.queued_events() > 0 {
             shared.signal(|s| s.drain = true);

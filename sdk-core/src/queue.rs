@@ -155,6 +155,11 @@ impl Store {
     /// Closes the database (after shutdown); later calls fail harmlessly
     /// against an empty in-memory database.
     pub(crate) fn close(&mut self) {
+        // Fold the WAL back into the database so a stopped client leaves one
+        // compact file behind. Best effort: the WAL is just as durable.
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         if let Ok(placeholder) = Connection::open_in_memory() {
             drop(std::mem::replace(&mut self.conn, placeholder));
         }

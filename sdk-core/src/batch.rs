@@ -126,7 +126,17 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut removed = Removed::default();
         let mut bytes = 0u64;
-        {
+        if rejected.is_empty() {
+            // The common case: two statements instead of one per event.
+            let (n, b): (i64, i64) = tx.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM events WHERE batch_id = ?1",
+                [batch.id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            tx.execute("DELETE FROM events WHERE batch_id = ?1", [batch.id])?;
+            removed.delivered = n as u64;
+            bytes = b as u64;
+        } else {
             let mut del = tx.prepare_cached("DELETE FROM events WHERE id = ?1 RETURNING bytes")?;
             for (index, (event_id, _)) in batch.events.iter().enumerate() {
                 let b: Option<i64> = del.query_row([event_id], |r| r.get(0)).optional()?;

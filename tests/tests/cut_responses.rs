@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tests::proxy::FaultPlan;
 use tests::rig::Rig;
-use tests::server::{ServerOptions, metric_sum};
+use tests::server::ServerOptions;
 use tests::sim::{SimDevice, drain_all, recorded};
 
 fn every_batch_retried(format: &str) {
@@ -38,6 +38,12 @@ fn every_batch_retried(format: &str) {
         proxy.upstream_2xx >= 2 * proxy.cut,
         "some cut batch was not retried: {proxy:?}"
     );
+    // The retries were recognised by their Idempotency-Key and answered from
+    // the server's record rather than stored again.
+    assert!(
+        proxy.replayed > 0,
+        "the server replayed no answer: {proxy:?}"
+    );
     let retries: u64 = devices.iter().map(|d| d.client.stats().retries).sum();
     assert!(
         retries >= proxy.cut,
@@ -52,15 +58,15 @@ fn every_batch_retried(format: &str) {
     tests::storage::verify(&events, &recorded(&devices), None)
         .assert_exactly_once(&format!("responses cut, {format}"));
     tests::note(&format!(
-        "cut {} responses; server duplicate metrics: {}",
+        "cut {} responses, {} answered as idempotent replays; server duplicate metrics: {}",
         proxy.cut,
+        proxy.replayed,
         metrics
             .lines()
             .filter(|l| l.contains("duplicate") && !l.starts_with('#'))
             .collect::<Vec<_>>()
             .join(" | ")
     ));
-    let _ = metric_sum;
 }
 
 #[test]

@@ -210,8 +210,10 @@ fn apply(shared: &Shared, batch: &Batch, outcome: Outcome) -> Step {
     let now = now_ms();
     let mut logs: Vec<(LogLevel, String)> = Vec::new();
     let counters = &shared.counters;
+    // The counters are updated before the store lock is released, so a
+    // flush_blocking that sees the events gone also sees them counted.
+    let mut store = lock(&shared.store);
     let (result, step) = {
-        let mut store = lock(&shared.store);
         match &outcome {
             Outcome::Delivered { rejected } => {
                 let indices = indices(rejected);
@@ -318,6 +320,7 @@ fn apply(shared: &Shared, batch: &Batch, outcome: Outcome) -> Step {
             Step::WaitUntil(now + 1000)
         }
     };
+    drop(store);
     for (level, message) in logs {
         shared.log.log(level, message);
     }

@@ -126,11 +126,18 @@ pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
 /// Enforces `max_event_age_ms`, counted and logged.
 pub(crate) fn evict_expired(shared: &Shared) {
     let cutoff = now_ms().saturating_sub(shared.config.max_event_age_ms as i64);
-    let result = lock(&shared.store).evict_expired(cutoff);
+    let result = {
+        let mut store = lock(&shared.store);
+        let result = store.evict_expired(cutoff);
+        // Counted before the lock is released, like every other removal.
+        if let Ok(n) = result {
+            shared.counters.inc(&shared.counters.dropped_age, n);
+        }
+        result
+    };
     match result {
         Ok(0) => {}
         Ok(n) => {
-            shared.counters.inc(&shared.counters.dropped_age, n);
             shared.log.warn(format!(
                 "evicted {n} events older than max_event_age_ms ({} ms)",
                 shared.config.max_event_age_ms

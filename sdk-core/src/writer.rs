@@ -111,6 +111,9 @@ fn commit(shared: &Shared, pending: &mut Vec<Built>, last_id: &mut i64, stopping
                 }
                 pending.clear();
                 let evicted = store.evict_over_cap(shared.config.max_queue_bytes);
+                if let Ok(n) = evicted {
+                    shared.counters.inc(&shared.counters.dropped_byte_cap, n);
+                }
                 drop(store);
                 after_commit(shared, evicted);
                 return;
@@ -146,7 +149,6 @@ fn after_commit(shared: &Shared, evicted: rusqlite::Result<u64>) {
     match evicted {
         Ok(0) => {}
         Ok(n) => {
-            shared.counters.inc(&shared.counters.dropped_byte_cap, n);
             shared.log.warn(format!(
                 "queue over max_queue_bytes ({}): evicted the {n} oldest events",
                 shared.config.max_queue_bytes

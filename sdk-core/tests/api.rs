@@ -70,41 +70,35 @@ fn event_too_large_reports_size_and_limit_and_is_counted() {
     assert_eq!(client.stats().dropped_too_large, 1);
 }
 
+/// Breaks one field of a valid config.
+type Mutation = fn(&mut Config);
+
 #[test]
 fn invalid_config_names_the_field() {
     let base = || Config::new("http://127.0.0.1:9".into(), "key".into(), "/tmp/x".into());
-    let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
-        (
-            "endpoint",
-            Box::new(|c| c.endpoint = "ftp://example.com".into()),
-        ),
-        ("endpoint", Box::new(|c| c.endpoint = String::new())),
-        ("write_key", Box::new(|c| c.write_key = "  ".into())),
-        ("storage_dir", Box::new(|c| c.storage_dir = String::new())),
-        ("flush_at", Box::new(|c| c.flush_at = 0)),
-        ("flush_interval_ms", Box::new(|c| c.flush_interval_ms = 0)),
-        ("max_batch_events", Box::new(|c| c.max_batch_events = 0)),
-        ("max_event_bytes", Box::new(|c| c.max_event_bytes = 10)),
-        (
-            "max_batch_bytes",
-            Box::new(|c| c.max_batch_bytes = c.max_event_bytes - 1),
-        ),
-        (
-            "max_queue_bytes",
-            Box::new(|c| c.max_queue_bytes = c.max_batch_bytes - 1),
-        ),
-        ("max_event_age_ms", Box::new(|c| c.max_event_age_ms = 0)),
-        (
-            "retry_base_delay_ms",
-            Box::new(|c| c.retry_base_delay_ms = 0),
-        ),
-        (
-            "retry_max_delay_ms",
-            Box::new(|c| c.retry_max_delay_ms = c.retry_base_delay_ms - 1),
-        ),
-        ("connect_timeout_ms", Box::new(|c| c.connect_timeout_ms = 0)),
-        ("request_timeout_ms", Box::new(|c| c.request_timeout_ms = 0)),
-        ("library_name", Box::new(|c| c.library_name = String::new())),
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("endpoint", |c| c.endpoint = "ftp://example.com".into()),
+        ("endpoint", |c| c.endpoint = String::new()),
+        ("write_key", |c| c.write_key = "  ".into()),
+        ("storage_dir", |c| c.storage_dir = String::new()),
+        ("flush_at", |c| c.flush_at = 0),
+        ("flush_interval_ms", |c| c.flush_interval_ms = 0),
+        ("max_batch_events", |c| c.max_batch_events = 0),
+        ("max_event_bytes", |c| c.max_event_bytes = 10),
+        ("max_batch_bytes", |c| {
+            c.max_batch_bytes = c.max_event_bytes - 1
+        }),
+        ("max_queue_bytes", |c| {
+            c.max_queue_bytes = c.max_batch_bytes - 1
+        }),
+        ("max_event_age_ms", |c| c.max_event_age_ms = 0),
+        ("retry_base_delay_ms", |c| c.retry_base_delay_ms = 0),
+        ("retry_max_delay_ms", |c| {
+            c.retry_max_delay_ms = c.retry_base_delay_ms - 1
+        }),
+        ("connect_timeout_ms", |c| c.connect_timeout_ms = 0),
+        ("request_timeout_ms", |c| c.request_timeout_ms = 0),
+        ("library_name", |c| c.library_name = String::new()),
     ];
     for (field, mutate) in cases {
         let mut cfg = base();

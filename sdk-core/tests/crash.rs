@@ -77,7 +77,7 @@ fn child_process() {
             loop {
                 client.track("Crash".into(), props(seq, 200)).unwrap();
                 seq += 1;
-                if seq % 20 == 0 {
+                if seq.is_multiple_of(20) {
                     client.flush();
                     std::thread::sleep(Duration::from_millis(2));
                 }

@@ -387,3 +387,69 @@ fn storage_dir_is_created_if_missing() {
         files_under(dir.path())
     );
 }
+
+#[test]
+fn opting_out_survives_a_restart() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let cfg = test_config(&server.url(), dir.path());
+    let c1 = Client::new(cfg.clone(), None).unwrap();
+    c1.set_enabled(false);
+    assert_eq!(c1.flush_blocking(5_000), FlushResult::Disabled);
+    c1.shutdown(1_000);
+    drop(c1);
+    let c2 = reopen(&cfg, None);
+    let _ = c2.track("E".into(), props(0, 0));
+    assert_eq!(c2.flush_blocking(5_000), FlushResult::Disabled);
+    assert_eq!(c2.stats().queued_events, 0);
+    c2.set_enabled(true);
+    c2.track("E".into(), props(1, 0)).unwrap();
+    assert_eq!(c2.flush_blocking(10_000), FlushResult::Delivered);
+    assert_eq!(server.accepted_seqs(), vec![1]);
+}
+
+#[test]
+fn unauthorized_data_is_delivered_after_a_restart() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let cfg = test_config(&server.url(), dir.path());
+    server.set_default(Reply::Status(401));
+    let c1 = Client::new(cfg.clone(), None).unwrap();
+    for i in 0..3 {
+        c1.track("E".into(), props(i, 0)).unwrap();
+    }
+    assert!(matches!(
+        c1.flush_blocking(10_000),
+        FlushResult::Unauthorized { pending: 3 }
+    ));
+    c1.shutdown(500);
+    drop(c1);
+    // The key was fixed on the server side; a restart tries again.
+    server.set_default(Reply::Ok);
+    let c2 = reopen(&cfg, None);
+    assert_eq!(c2.flush_blocking(10_000), FlushResult::Delivered);
+    assert_eq!(server.accepted_seqs(), vec![0, 1, 2]);
+}
+
+#[test]
+fn backpressure_drops_are_counted_exactly() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let client = Client::new(test_config(&server.url(), dir.path()), None).unwrap();
+    client.set_network_available(false);
+    const N: u64 = 30_000;
+    for i in 0..N {
+        client.track("Flood".into(), props(i, 50)).unwrap();
+    }
+    let pending = match client.flush_blocking(60_000) {
+        FlushResult::Offline { pending } => pending,
+        other => panic!("expected Offline, got {other:?}"),
+    };
+    let s = client.stats();
+    assert_eq!(
+        pending + s.dropped_backpressure,
+        N,
+        "every event is either queued or counted as dropped: {s:?}"
+    );
+    assert_eq!(s.queued_events, pending);
+}

@@ -200,3 +200,57 @@ pub fn verify(
     verdict.duplicated_message_ids = dup_ids;
     verdict
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(id: &str, device: &str, seq: u64, as_string: bool) -> Value {
+        let props = json!({ "device": device, "seq": seq });
+        let props = if as_string {
+            Value::String(props.to_string())
+        } else {
+            props
+        };
+        json!({ "messageId": id, "properties": props })
+    }
+
+    fn keys(items: &[(&str, u64)]) -> BTreeSet<EventKey> {
+        items.iter().map(|(d, s)| (d.to_string(), *s)).collect()
+    }
+
+    #[test]
+    fn exactly_once_passes() {
+        let events = [event("a", "d", 0, false), event("b", "d", 1, true)];
+        let verdict = verify(&events, &keys(&[("d", 0), ("d", 1)]), None);
+        assert!(verdict.problems().is_empty(), "{:?}", verdict.problems());
+    }
+
+    #[test]
+    fn finds_missing_duplicated_and_phantom_events() {
+        let events = [
+            event("a", "d", 0, false),
+            event("b", "d", 0, true), // same event stored twice, new messageId
+            event("c", "d", 9, false), // never tracked
+            event("c", "d", 9, false), // and its messageId twice
+        ];
+        let verdict = verify(&events, &keys(&[("d", 0), ("d", 1)]), None);
+        assert_eq!(
+            verdict.missing,
+            keys(&[("d", 1)]).into_iter().collect::<Vec<_>>()
+        );
+        assert_eq!(verdict.duplicated.len(), 2);
+        assert_eq!(verdict.unknown.len(), 1);
+        assert_eq!(verdict.duplicated_message_ids, vec![("c".to_string(), 2)]);
+        assert_eq!(verdict.problems().len(), 4);
+    }
+
+    #[test]
+    fn tracked_but_unconfirmed_events_are_not_phantoms() {
+        let events = [event("a", "d", 0, false), event("b", "d", 1, false)];
+        let tracked = keys(&[("d", 0), ("d", 1), ("d", 2)]);
+        let verdict = verify(&events, &keys(&[("d", 0)]), Some(&tracked));
+        assert!(verdict.problems().is_empty(), "{:?}", verdict.problems());
+    }
+}

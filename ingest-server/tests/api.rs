@@ -507,3 +507,48 @@ fn generated_write_key_is_stored_with_mode_0600() {
     let _ = child.wait();
     assert!(out.contains(&key), "key not printed: {out}");
 }
+
+#[test]
+fn full_disk_for_the_log_gives_503_then_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    // Files may not grow past 256 KiB: the log segment soon cannot take more.
+    let mut s = Server::start_with(&data, &["--roll-interval", "1h"], Some(256 * 1024));
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for b in 0..200 {
+        let batch: Vec<Value> = (0..20).map(|i| track(&format!("fd-{b}-{i}"))).collect();
+        let r = s.send("/v1/batch", &json!({ "batch": batch }));
+        match r.status {
+            200 => acked.extend(
+                batch
+                    .iter()
+                    .map(|e| e["messageId"].as_str().unwrap().to_string()),
+            ),
+            503 => {
+                refused = Some(r);
+                break;
+            }
+            other => panic!("unexpected {other}: {}", r.text),
+        }
+    }
+    let refused = refused.expect("the log never failed");
+    assert_eq!(refused.json["code"], "log_unavailable", "{}", refused.text);
+    assert!(
+        refused.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was accepted")
+    );
+    assert_eq!(refused.retry_after.as_deref(), Some("5"));
+    assert_eq!(s.get("/ready").unwrap().0, 503);
+    // Room again: the next request works without a restart.
+    lift_fsize_limit(s.child.id());
+    let r = s.send("/v1/batch", &json!({"batch": [track("after-full")]}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    acked.push("after-full".into());
+    wait_for("ready", 10, || s.get("/ready").unwrap().0 == 200);
+    assert!(s.terminate().success());
+    acked.sort();
+    assert_eq!(ids_of(&read_events(&s.objects_dir())), acked);
+}

@@ -34,13 +34,37 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts the binary on `data_dir` with extra flags and waits for `/health`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with(data_dir, extra, None)
+    }
+
+    /// Like [`Server::start`], with the process's file-size limit (RLIMIT_FSIZE)
+    /// set to `fsize` bytes and SIGXFSZ ignored, so writes past it fail like a full disk.
+    pub fn start_with(data_dir: &Path, extra: &[&str], fsize: Option<u64>) -> Server {
         let port = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(data_dir.with_extension("log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest-server"));
+        if let Some(limit) = fsize {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe libc calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let rl = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: libc::RLIM_INFINITY,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -241,4 +265,22 @@ pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Lifts the file-size limit of a running process (the "disk" has room again).
+pub fn lift_fsize_limit(pid: u32) {
+    let rl = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with valid pointers.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &rl,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit failed: {}", std::io::Error::last_os_error());
 }

@@ -1,0 +1,512 @@
+//! End-to-end ingest benchmark (harness = false; prints figures, asserts nothing about
+//! speed). Run with `scripts/bench-server.sh` or `cargo bench -p ingest-server --bench ingest`.
+//!
+//! Load: HTTP/1.1 keep-alive POST /v1/batch, 100 events of ~300 bytes per batch,
+//! gzip, Basic auth and a unique Idempotency-Key, over `BENCH_CONNECTIONS` (default 16)
+//! connections on loopback. Bodies are built before timing so the load generator only
+//! sends bytes; it runs on one thread, the server gets the rest of the machine.
+//!
+//! Phases:
+//! 1. **baseline**: a minimal hyper server (a child process running this binary) that
+//!    reads and discards bodies; closed loop for `BENCH_SECONDS` (default 8 s).
+//! 2. **throughput**: the real `ingest-server` (release) writing NDJSON.gz to local
+//!    disk, closed loop for `BENCH_SECONDS`. Events/s = acknowledged events / seconds;
+//!    after SIGTERM the objects are counted, which gives the delivered rate (events in
+//!    objects / (load seconds + drain)) and checks that each acknowledged event is in
+//!    storage exactly once.
+//! 3. **latency**: open loop at half the measured throughput for 5 s, latency measured
+//!    from each request's scheduled start (no coordinated omission): p50, p99.
+//! 4. **peak RSS** of the server (VmHWM) and **dedupe index bytes per million ids**
+//!    (state.sqlite pages in use / ids, after the run).
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+const EVENTS_PER_BATCH: usize = 100;
+const WRITE_KEY: &str = "bench-key";
+const BASELINE_ENV: &str = "TRIBUTARY_BENCH_BASELINE_PORT";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if let Ok(port) = std::env::var(BASELINE_ENV) {
+        baseline_server(port.parse().expect("baseline port"));
+        return;
+    }
+    let seconds: u64 = env_or("BENCH_SECONDS", 8);
+    let connections: usize = env_or("BENCH_CONNECTIONS", 16);
+    let batches: usize = env_or("BENCH_BATCHES", 40_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    println!("bench: building {batches} gzip batches of {EVENTS_PER_BATCH} events...");
+    let started = Instant::now();
+    let bodies = Arc::new(build_batches(batches));
+    let avg_gz = bodies.iter().map(|b| b.len()).sum::<usize>() / bodies.len();
+    println!(
+        "bench: built in {:.1}s; event ~{} bytes JSON, batch ~{} bytes gzip",
+        started.elapsed().as_secs_f64(),
+        event_json(0, 0).len(),
+        avg_gz
+    );
+
+    // 1. Baseline.
+    let port = free_port();
+    let mut baseline = Command::new(std::env::current_exe().unwrap())
+        .env(BASELINE_ENV, port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    let cursor = Arc::new(AtomicUsize::new(0));
+    let base = rt.block_on(closed_loop(
+        port,
+        connections,
+        Duration::from_secs(seconds),
+        bodies.clone(),
+        cursor,
+        true,
+    ));
+    let _ = baseline.kill();
+    let _ = baseline.wait();
+    let base_rate = base.events as f64 / base.elapsed.as_secs_f64();
+    println!(
+        "baseline (hyper, read+discard): {:.0} events/s ({} batches, {} errors)",
+        base_rate, base.batches, base.errors
+    );
+
+    // 2. Throughput of the real server.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut server = start_server(&data, port);
+    let cursor = Arc::new(AtomicUsize::new(0));
+    let run = rt.block_on(closed_loop(
+        port,
+        connections,
+        Duration::from_secs(seconds),
+        bodies.clone(),
+        cursor.clone(),
+        false,
+    ));
+    let rate = run.events as f64 / run.elapsed.as_secs_f64();
+    println!(
+        "ingest-server throughput (acked, durable in log): {:.0} events/s ({} events in {:.1}s, {} non-200)",
+        rate,
+        run.events,
+        run.elapsed.as_secs_f64(),
+        run.errors
+    );
+    println!(
+        "ratio ingest-server / hyper baseline: {:.2}",
+        rate / base_rate
+    );
+
+    // 3. Latency at half the measured rate.
+    let half = rate / 2.0;
+    let lat = rt.block_on(open_loop(
+        port,
+        connections * 4,
+        half / EVENTS_PER_BATCH as f64,
+        Duration::from_secs(5),
+        bodies.clone(),
+        cursor.clone(),
+    ));
+    println!(
+        "latency at {:.0} events/s ({} batches): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} non-200",
+        half,
+        lat.samples.len(),
+        percentile(&lat.samples, 0.50),
+        percentile(&lat.samples, 0.99),
+        percentile(&lat.samples, 1.0),
+        lat.errors
+    );
+    let acked = run.events + lat.samples.len() as u64 * EVENTS_PER_BATCH as u64
+        - lat.errors * EVENTS_PER_BATCH as u64;
+
+    // 4. Peak RSS, then drain and count what reached storage.
+    let hwm = vm_hwm(server.id()).unwrap_or(0);
+    let stop = Instant::now();
+    signal(server.id(), "TERM");
+    let status = server.wait().unwrap();
+    let drain = stop.elapsed();
+    let stored = count_events(&data.join("objects"));
+    println!(
+        "ingest-server peak RSS (VmHWM): {:.1} MiB",
+        hwm as f64 / 1024.0
+    );
+    println!(
+        "drain after SIGTERM: {:.2}s, exit {status}; events in NDJSON.gz objects: {stored} (acked {acked})",
+        drain.as_secs_f64()
+    );
+    println!(
+        "delivered rate (throughput phase, counted in objects incl. drain): {:.0} events/s",
+        run.events as f64 / (run.elapsed + drain).as_secs_f64()
+    );
+    if stored != acked {
+        println!("WARNING: objects hold {stored} events but {acked} were acknowledged");
+    }
+    match dedupe_bytes_per_million(&data) {
+        Some((ids, per_million)) => println!(
+            "dedupe index (state.sqlite pages in use, incl. idempotency answers): {ids} ids, {:.1} MB per million ids",
+            per_million / 1e6
+        ),
+        None => println!("dedupe index: state.sqlite not readable"),
+    }
+}
+
+// ---------------------------------------------------------------- load --------------
+
+fn event_json(batch: usize, i: usize) -> String {
+    // ~300 bytes, shaped like an SDK track event.
+    format!(
+        concat!(
+            r#"{{"type":"track","event":"Product Viewed","messageId":"b{:08}-{:03}-5f1c-4c7e-9a43","#,
+            r#""anonymousId":"a7c9e2f4-1b3d-4e5f-8a9b-0c1d2e3f4a5b","userId":"user-{}","#,
+            r#""timestamp":"2026-11-24T10:00:00.000Z","properties":{{"sku":"SKU-{}","price":{}.99,"#,
+            r#""currency":"EUR","category":"books"}},"context":{{"library":{{"name":"tributary","version":"0.1.0"}}}}}}"#
+        ),
+        batch,
+        i,
+        batch % 1000,
+        i * 7,
+        i % 50
+    )
+}
+
+fn build_batches(n: usize) -> Vec<Bytes> {
+    let threads = 2;
+    let chunks: Vec<Vec<Bytes>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (0..n)
+                        .filter(|b| b % threads == t)
+                        .map(|b| {
+                            let events: Vec<String> =
+                                (0..EVENTS_PER_BATCH).map(|i| event_json(b, i)).collect();
+                            let body = format!(
+                                r#"{{"batch":[{}],"sentAt":"2026-11-24T10:00:00.500Z"}}"#,
+                                events.join(",")
+                            );
+                            let mut gz = flate2::write::GzEncoder::new(
+                                Vec::new(),
+                                flate2::Compression::fast(),
+                            );
+                            gz.write_all(body.as_bytes()).unwrap();
+                            (b, Bytes::from(gz.finish().unwrap()))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<(usize, Bytes)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_by_key(|(b, _)| *b);
+        vec![all.into_iter().map(|(_, b)| b).collect()]
+    });
+    chunks.into_iter().flatten().collect()
+}
+
+fn request(port: u16, body: Bytes, batch: usize) -> Request<Full<Bytes>> {
+    Request::post(format!("http://127.0.0.1:{port}/v1/batch"))
+        .header("host", format!("127.0.0.1:{port}"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        // base64("bench-key:")
+        .header("authorization", "Basic YmVuY2gta2V5Og==")
+        .header("idempotency-key", format!("bench-{batch}"))
+        .body(Full::new(body))
+        .unwrap()
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(port: u16) -> Sender {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// Sends one batch; true on 200.
+async fn send(sender: &mut Sender, port: u16, bodies: &[Bytes], batch: usize) -> bool {
+    let body = bodies[batch % bodies.len()].clone();
+    match sender.send_request(request(port, body, batch)).await {
+        Ok(resp) => {
+            let ok = resp.status() == 200;
+            let _ = resp.into_body().collect().await;
+            ok
+        }
+        Err(_) => false,
+    }
+}
+
+struct Closed {
+    events: u64,
+    batches: u64,
+    errors: u64,
+    elapsed: Duration,
+}
+
+/// Each connection sends its next batch as soon as the previous one is answered.
+/// `reuse`: wrap around the pre-built bodies (only for the baseline, which discards).
+async fn closed_loop(
+    port: u16,
+    connections: usize,
+    duration: Duration,
+    bodies: Arc<Vec<Bytes>>,
+    cursor: Arc<AtomicUsize>,
+    reuse: bool,
+) -> Closed {
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (bodies, cursor, ok, errors) =
+            (bodies.clone(), cursor.clone(), ok.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(port).await;
+            while Instant::now() < deadline {
+                let batch = cursor.fetch_add(1, Ordering::Relaxed);
+                if !reuse && batch >= bodies.len() {
+                    eprintln!("bench: out of pre-built batches; raise BENCH_BATCHES");
+                    break;
+                }
+                if send(&mut sender, port, &bodies, batch).await {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    sender = connect(port).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let batches = ok.load(Ordering::Relaxed);
+    Closed {
+        events: batches * EVENTS_PER_BATCH as u64,
+        batches,
+        errors: errors.load(Ordering::Relaxed),
+        elapsed: start.elapsed(),
+    }
+}
+
+struct Open {
+    samples: Vec<f64>,
+    errors: u64,
+}
+
+/// Requests scheduled at `per_second` batches/s, spread over `connections`; latency is
+/// taken from the scheduled time, so a stalled server shows up in the tail.
+async fn open_loop(
+    port: u16,
+    connections: usize,
+    per_second: f64,
+    duration: Duration,
+    bodies: Arc<Vec<Bytes>>,
+    cursor: Arc<AtomicUsize>,
+) -> Open {
+    let total = (per_second * duration.as_secs_f64()) as usize;
+    let interval = Duration::from_secs_f64(1.0 / per_second.max(1.0));
+    let start = Instant::now() + Duration::from_millis(50);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (bodies, cursor, next) = (bodies.clone(), cursor.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(port).await;
+            let mut samples = Vec::new();
+            let mut errors = 0;
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= total {
+                    break;
+                }
+                let scheduled = start + interval * k as u32;
+                tokio::time::sleep_until(scheduled.into()).await;
+                let batch = cursor.fetch_add(1, Ordering::Relaxed);
+                if batch >= bodies.len() {
+                    break;
+                }
+                if send(&mut sender, port, &bodies, batch).await {
+                    samples.push(scheduled.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    errors += 1;
+                    sender = connect(port).await;
+                }
+            }
+            (samples, errors)
+        }));
+    }
+    let mut all = Open {
+        samples: Vec::new(),
+        errors: 0,
+    };
+    for t in tasks {
+        let (s, e) = t.await.unwrap();
+        all.samples.extend(s);
+        all.errors += e;
+    }
+    all.samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    all
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+// ------------------------------------------------------------- servers --------------
+
+/// The baseline: hyper, HTTP/1.1, reads each body fully and answers 200 `{}`.
+fn baseline_server(port: u16) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"{}",
+                        ))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+fn start_server(data: &Path, port: u16) -> Child {
+    std::fs::create_dir_all(data).unwrap();
+    let log = std::fs::File::create(data.with_extension("log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--write-key", &format!("{WRITE_KEY}=bench")])
+        .args(["--format", "ndjson", "--roll-interval", "5s"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn ingest-server");
+    wait_port(port);
+    child
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// VmHWM of a process, in KiB.
+fn vm_hwm(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+// ------------------------------------------------------------- storage --------------
+
+/// Events (lines) in every NDJSON.gz object under `root`.
+fn count_events(root: &Path) -> u64 {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.to_string_lossy().ends_with(".ndjson.gz") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(root, &mut files);
+    files
+        .iter()
+        .map(|f| {
+            let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(f).unwrap());
+            std::io::BufReader::new(gz).split(b'\n').count() as u64
+        })
+        .sum()
+}
+
+/// (ids, bytes per million ids) of the dedupe index in `<data>/state.sqlite`.
+fn dedupe_bytes_per_million(data: &Path) -> Option<(u64, f64)> {
+    let db = ingest_server::state::StateDb::open(data).ok()?;
+    let ids = db.dedupe_len().ok()?;
+    let bytes = db.size_bytes().ok()?;
+    if ids == 0 {
+        return None;
+    }
+    Some((ids, bytes as f64 * 1e6 / ids as f64))
+}

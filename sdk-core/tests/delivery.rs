@@ -766,3 +766,26 @@ fn test_server_scripts_close_hang_and_records_gzip_bodies() {
     assert_eq!(reqs[0].seqs(), vec![7]);
     assert_eq!(reqs[0].message_ids(), vec!["m1".to_string()]);
 }
+
+#[test]
+fn flush_blocking_times_out_while_the_server_hangs_and_data_stays_queued() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let mut cfg = test_config(&server.url(), dir.path());
+    cfg.request_timeout_ms = 10_000;
+    let client = Client::new(cfg, None).unwrap();
+    server.push([Reply::Hang]);
+    for i in 0..4 {
+        client.track("E".into(), props(i, 0)).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let result = client.flush_blocking(400);
+    assert_eq!(result, FlushResult::TimedOut { pending: 4 });
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "flush_blocking(400) returned after {} ms",
+        ms(started.elapsed())
+    );
+    assert_eq!(client.stats().queued_events, 4);
+    assert_eq!(server.request_count(), 1, "still one request in flight");
+}

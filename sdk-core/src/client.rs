@@ -19,6 +19,11 @@ use crate::store_lock::StoreLock;
 use crate::writer::{self, CHANNEL_CAPACITY, Msg};
 use crate::{Config, DeviceContext, FlushResult, Logger, Stats, TributaryError};
 
+/// How long `flush_blocking` and `shutdown` wait for earlier events to become
+/// durable, whatever their own timeout: only a storage that keeps failing takes
+/// longer than a few milliseconds.
+const DURABLE_WAIT_CAP: Duration = Duration::from_secs(30);
+
 /// A Tributary client bound to one storage directory.
 ///
 /// Recording methods validate and build the event on the caller's thread,
@@ -398,7 +403,13 @@ impl Client {
         if self.tx.send(Msg::Barrier(reply_tx)).is_err() {
             return self.current_result();
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        // Durability is not subject to the caller's timeout: a result of this call
+        // promises that every earlier event is on disk, and a group commit takes
+        // milliseconds. Only a storage that keeps failing (the writer retries) can
+        // hold the barrier back; then, after DURABLE_WAIT_CAP, give up and report
+        // TimedOut with the cause in `Stats::last_error`.
+        let durable_deadline = deadline.max(Instant::now() + DURABLE_WAIT_CAP);
+        let remaining = durable_deadline.saturating_duration_since(Instant::now());
         let Ok(target) = reply_rx.recv_timeout(remaining) else {
             return FlushResult::TimedOut {
                 pending: self.pending(),

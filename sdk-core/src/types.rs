@@ -62,7 +62,9 @@ pub struct DeviceContext {
 pub enum FlushResult {
     /// Every event recorded before the call was acknowledged by the server.
     Delivered,
-    /// The timeout elapsed first. The remaining events are durable on disk.
+    /// The timeout elapsed first. The remaining events are durable on disk
+    /// (the wait for durability ignores the timeout, up to 30 s of failing
+    /// storage; then `Stats::last_error` says why).
     TimedOut {
         /// Events still queued.
         pending: u64,

@@ -238,6 +238,7 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "ingest-server did not exit after SIGTERM; log:\n{}",
             self.log_tail()

@@ -41,6 +41,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let db = StateDb::open(&data_dir).context("cannot open the state database")?;
     let checkpoint = db.checkpoint()?;
     let mut hook_db = StateDb::open(&data_dir)?;
+    hook_db.relax_sync()?;
     let hook = Box::new(move |recs: &[&crate::log::IdempotencyRecord]| {
         if let Err(e) = hook_db.insert_idempotency(recs) {
             // The records are in the log's last segment; start-up re-inserts them.

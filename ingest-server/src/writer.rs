@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
 use crate::format::{Encoder, Format};
-use crate::log::{Broker, LogReader, Record};
+use crate::log::{Broker, EventRecord, LogReader, Record};
 use crate::metrics::Metrics;
 use crate::sink::{Sink, object_path, partition_dir};
 use crate::state::{Intent, MessageKey, ObjectCommit, StateDb, message_key};
@@ -103,8 +103,12 @@ pub struct Writer {
     status: Arc<WriterStatus>,
     open: HashMap<String, OpenObject>,
     pending: HashSet<MessageKey>,
+    committed_in_chunk: HashSet<MessageKey>,
     checkpoint: u64,
 }
+
+/// Most records deduped with one index transaction.
+const CHUNK: usize = 1024;
 
 /// Starts the writer thread: settles intents, then follows the log.
 pub fn spawn(
@@ -130,6 +134,7 @@ pub fn spawn(
                 status,
                 open: HashMap::new(),
                 pending: HashSet::new(),
+                committed_in_chunk: HashSet::new(),
                 checkpoint,
             };
             w.run();
@@ -156,7 +161,27 @@ impl Writer {
                 Duration::from_millis(100)
             };
             match reader.next(wait) {
-                Ok(Some((offset, record))) => self.handle(offset, record, reader.as_ref()),
+                Ok(Some(first)) => {
+                    // Take what is already durable (bounded) and dedupe it in one go.
+                    let mut chunk = vec![first];
+                    let mut failed = None;
+                    while chunk.len() < CHUNK {
+                        match reader.next(Duration::ZERO) {
+                            Ok(Some(r)) => chunk.push(r),
+                            Ok(None) => break,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    self.handle_chunk(chunk, reader.as_ref());
+                    if let Some(e) = failed {
+                        tracing::error!(error = %e, "reading the log failed; retrying");
+                        std::thread::sleep(Duration::from_secs(1));
+                        reader = self.reopen(reader.position());
+                    }
+                }
                 Ok(None) => {
                     if stopping && reader.position() >= self.log.durable_end() {
                         let keys: Vec<String> = self.open.keys().cloned().collect();
@@ -211,10 +236,46 @@ impl Writer {
         }
     }
 
-    fn handle(&mut self, offset: u64, record: Record, reader: &dyn LogReader) {
-        let Record::Event(ev) = record else { return };
-        let key = message_key(&ev.source, &ev.message_id);
-        if self.pending.contains(&key) || self.in_index(&key) {
+    fn handle_chunk(&mut self, chunk: Vec<(u64, Record)>, reader: &dyn LogReader) {
+        let keys: Vec<Option<MessageKey>> = chunk
+            .iter()
+            .map(|(_, r)| match r {
+                Record::Event(e) => Some(message_key(&e.source, &e.message_id)),
+                Record::Idempotency(_) => None,
+            })
+            .collect();
+        // Rolls during this chunk commit keys the lookup below did not see:
+        // `committed_in_chunk` remembers them.
+        self.committed_in_chunk.clear();
+        let known = self.lookup_many(&keys);
+        for (((offset, record), key), known) in chunk.into_iter().zip(keys).zip(known) {
+            if let (Record::Event(ev), Some(key)) = (record, key) {
+                self.handle(offset, ev, key, known, reader);
+            }
+        }
+    }
+
+    fn lookup_many(&self, keys: &[Option<MessageKey>]) -> Vec<bool> {
+        loop {
+            match self.db.contains_many(keys) {
+                Ok(found) => return found,
+                Err(e) => {
+                    tracing::error!(error = %e, "dedupe lookup failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    fn handle(
+        &mut self,
+        offset: u64,
+        ev: EventRecord,
+        key: MessageKey,
+        known: bool,
+        reader: &dyn LogReader,
+    ) {
+        if known || self.pending.contains(&key) || self.committed_in_chunk.contains(&key) {
             self.metrics
                 .events_duplicate
                 .fetch_add(1, Ordering::Relaxed);
@@ -241,18 +302,6 @@ impl Writer {
         self.pending.insert(key);
         if obj.encoder.approx_bytes() >= self.cfg.roll_bytes {
             self.roll(&dir, reader);
-        }
-    }
-
-    fn in_index(&self, key: &MessageKey) -> bool {
-        loop {
-            match self.db.contains(key) {
-                Ok(found) => return found,
-                Err(e) => {
-                    tracing::error!(error = %e, "dedupe lookup failed; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            }
         }
     }
 
@@ -344,6 +393,7 @@ impl Writer {
         self.metrics.dedupe_ids.fetch_add(events, Ordering::Relaxed);
         for k in &obj.keys {
             self.pending.remove(k);
+            self.committed_in_chunk.insert(*k);
         }
         self.checkpoint = self.checkpoint.max(checkpoint);
         if let Err(e) = self.log.truncate_below(self.checkpoint) {

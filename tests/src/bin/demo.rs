@@ -43,6 +43,17 @@ fn data_dir() -> Result<PathBuf, String> {
     Ok(std::fs::canonicalize(&dir).unwrap_or(dir))
 }
 
+/// Records `n` events per device, 10 at a time with short pauses, as an app would.
+fn record_in_bursts(devices: &mut [SimDevice], n: u64) {
+    for _ in 0..n / 10 {
+        for d in devices.iter_mut() {
+            d.track(10);
+            d.confirm(1);
+        }
+        std::thread::sleep(Duration::from_millis(60));
+    }
+}
+
 fn step(text: &str) {
     println!("  - {text}");
 }
@@ -82,17 +93,15 @@ fn main() {
         .iter()
         .map(|n| {
             SimDevice::new(n, &proxy.url(), &devices_root, |c| {
-                c.flush_interval_ms = 500
+                c.flush_interval_ms = 500;
+                c.flush_at = 10;
             })
         })
         .collect();
 
     println!("what happens:");
     step("every device records 100 events while online");
-    for d in &mut devices {
-        d.track(100);
-        d.confirm(1);
-    }
+    record_in_bursts(&mut devices, 100);
     std::thread::sleep(Duration::from_millis(800));
     step("alice-phone and bob-tablet lose the network and record 150 more each, kept on disk");
     for d in devices.iter_mut().take(2) {
@@ -101,8 +110,7 @@ fn main() {
         d.confirm(1);
     }
     step("carol-phone stays online and records 150 more");
-    devices[2].track(150);
-    devices[2].confirm(1);
+    record_in_bursts(&mut devices[2..], 150);
     std::thread::sleep(Duration::from_millis(1_500));
     let queued: Vec<String> = devices
         .iter()

@@ -180,3 +180,57 @@ async fn large_object_uses_multipart_upload() {
         .collect();
     assert_eq!(distinct.len(), objects.len());
 }
+
+/// The server writes several small objects to S3 (a roll per second), then `compact`
+/// merges them in the bucket: fewer objects, every messageId still exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_on_s3_keeps_every_event_once() {
+    let Some(venv) = venv("s3_storage::compact_on_s3_keeps_every_event_once") else {
+        return;
+    };
+    let moto = Moto::start(&venv);
+    let bucket = "tributary-compact";
+    moto.create_bucket(bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = server_args(&moto, bucket, "ndjson", "1MiB", "1s");
+    let mut server = Server::start(&data, &args, S3_ENV);
+    let mut ids = Vec::new();
+    for b in 0..4 {
+        let events: Vec<_> = (0..50)
+            .map(|i| {
+                let id = format!("compact-{b}-{i}");
+                ids.push(id.clone());
+                track(&id, "c")
+            })
+            .collect();
+        server.post_batch(&events);
+        // Let the 1 s roll cut an object per batch.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    }
+    let status = server.terminate();
+    assert!(status.success(), "{}", server.log_tail());
+    let store = moto.store(bucket);
+    let before = read_objects(&store, None).await;
+    assert!(
+        before.len() >= 3,
+        "only {} objects before compaction",
+        before.len()
+    );
+
+    let storage = format!("s3://{bucket}/events");
+    let data_dir = data.display().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ingest-server"))
+        .args(["compact", "--data-dir", &data_dir, "--storage", &storage])
+        .args(["--s3-endpoint", &moto.endpoint, "--min-age", "0s"])
+        .envs(S3_ENV.iter().copied())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let after = read_objects(&store, None).await;
+    assert_exactly_once(&ids, after.iter().flat_map(|(_, e)| e));
+    assert_eq!(after.len(), 1, "{text}");
+    assert!(after[0].0.location.as_ref().contains("/c-"), "{text}");
+}

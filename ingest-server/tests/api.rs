@@ -552,3 +552,32 @@ fn full_disk_for_the_log_gives_503_then_recovers_by_itself() {
     acked.sort();
     assert_eq!(ids_of(&read_events(&s.objects_dir())), acked);
 }
+
+#[test]
+fn overload_gets_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("d"),
+        &["--max-inflight", "1", "--body-timeout", "3s"],
+    );
+    // A slow client holds the only request slot.
+    let mut sock = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(
+        sock,
+        "POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: 100\r\n\r\n{{",
+        basic(KEY)
+    )
+    .unwrap();
+    wait_for("429", 5, || {
+        let r = s.send("/v1/batch", &json!({"batch": [track("o1")]}));
+        if r.status == 429 {
+            assert_eq!(r.retry_after.as_deref(), Some("1"));
+            assert_eq!(r.json["code"], "overloaded");
+        }
+        r.status == 429
+    });
+    drop(sock);
+    wait_for("slot free again", 10, || {
+        s.send("/v1/batch", &json!({"batch": [track("o2")]})).status == 200
+    });
+}

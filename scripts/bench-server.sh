@@ -5,7 +5,7 @@
 # dedupe index bytes per million ids. Bounded: about 1-2 minutes after the build.
 #
 # Knobs (environment): BENCH_SECONDS (default 8) per closed-loop phase,
-# BENCH_CONNECTIONS (16), BENCH_BATCHES (40000 pre-built batches of 100 events).
+# BENCH_CONNECTIONS (64), BENCH_BATCHES (40000 pre-built batches of 100 events).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec cargo bench -p ingest-server --bench ingest "$@"

@@ -55,7 +55,7 @@ pub struct Args {
     /// Source name for events without a `source` field.
     #[arg(long, value_name = "NAME", default_value = "import")]
     pub source: String,
-    /// Roll an imported object at this size [default: 128MiB].
+    /// Roll an imported object at this size.
     #[arg(long, value_name = "SIZE", default_value = "128MiB")]
     pub roll_bytes: String,
     /// NDJSON files to load (`.gz` files are decompressed).

@@ -28,8 +28,14 @@
 //! 3. delete the inputs;
 //! 4. delete the intent.
 //!
+//! Each step is durable before the next, power loss included: S3 writes and deletes are;
+//! on the local store every `put` `fsync`s the file and its directories (see
+//! [`crate::sink`]), and the input deletes are made durable
+//! ([`ObjectSink::sync_deletes`]) before the intent goes, so the intent never vanishes
+//! while an input could come back.
+//!
 //! Every run first resolves leftover intents: if the output exists it is complete (object
-//! PUTs are atomic), so the inputs are deleted (roll forward); if it does not, nothing was
+//! PUTs are atomic), so it is made durable and the inputs are deleted (roll forward); if it does not, nothing was
 //! changed and the intent is dropped (roll back). A crash at any point therefore leaves,
 //! after the next run, each event in exactly one object. Between steps 2 and 3 a reader
 //! can see an event twice; that window is as short as the deletes.
@@ -115,7 +121,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
     })?;
     let sink = ObjectSink::open(&store_config)?;
-    let root = Path::from(sink.root.as_str());
     let state_file = store_config.data_dir.join(STATE_FILE);
     let state = if state_file.exists() {
         Some(StateDb::open(&store_config.data_dir).with_context(|| {
@@ -138,7 +143,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         min_age,
         dry_run: args.dry_run,
     };
-    let report = compact(sink.store.as_ref(), &root, state.as_ref(), &options).await?;
+    let report = compact(&sink, state.as_ref(), &options).await?;
     println!(
         "compact: merged {} objects into {} ({} events); intents rolled forward {}, rolled back {}",
         report.inputs, report.outputs, report.events, report.rolled_forward, report.rolled_back
@@ -163,14 +168,15 @@ pub struct Options {
 ///
 /// `state` is the writer's state database, used to skip objects it has not committed.
 pub async fn compact(
-    store: &dyn ObjectStore,
-    root: &Path,
+    sink: &ObjectSink,
     state: Option<&StateDb>,
     options: &Options,
 ) -> anyhow::Result<CompactReport> {
+    let store = sink.store.as_ref();
+    let root = &Path::from(sink.root.as_str());
     let mut report = CompactReport::default();
     if !options.dry_run {
-        recover(store, root, &mut report).await?;
+        recover(sink, root, &mut report).await?;
     }
     let scope = match &options.partition {
         Some(p) => child_path(root, p),
@@ -221,7 +227,7 @@ pub async fn compact(
                 println!("compact: would merge {} objects in {dir}", group.len());
                 continue;
             }
-            let events = merge(store, root, &dir, &group).await?;
+            let events = merge(sink, root, &dir, &group).await?;
             report.inputs += group.len();
             report.outputs += 1;
             report.events += events;
@@ -314,11 +320,12 @@ fn output_name(dir: &str, inputs: &[ObjectMeta], format: Format) -> String {
 
 /// Merges one group: intent, output, verify, delete inputs, clear intent.
 async fn merge(
-    store: &dyn ObjectStore,
+    sink: &ObjectSink,
     root: &Path,
     dir: &str,
     group: &[ObjectMeta],
 ) -> anyhow::Result<usize> {
+    let store = sink.store.as_ref();
     let format = Format::from_path(group[0].location.as_ref())
         .context("compaction input has no known format")?;
     let mut encoder = format.encoder();
@@ -357,24 +364,31 @@ async fn merge(
             written.len()
         );
     }
-    finish(store, &intent_at, &intent).await?;
+    finish(sink, &intent_at, &intent).await?;
     Ok(events)
 }
 
-/// Roll forward: the output is complete, so the inputs and then the intent go.
-async fn finish(store: &dyn ObjectStore, intent_at: &Path, intent: &Intent) -> anyhow::Result<()> {
-    for input in &intent.inputs {
-        delete_if_present(store, &Path::from(input.as_str())).await?;
+/// Roll forward: the output is complete and durable, so the inputs go, durably, and then
+/// the intent.
+async fn finish(sink: &ObjectSink, intent_at: &Path, intent: &Intent) -> anyhow::Result<()> {
+    let store = sink.store.as_ref();
+    let inputs: Vec<Path> = intent
+        .inputs
+        .iter()
+        .map(|i| Path::from(i.as_str()))
+        .collect();
+    for input in &inputs {
+        delete_if_present(store, input).await?;
     }
+    sink.sync_deletes(&inputs)
+        .await
+        .context("cannot make the deletes of compacted inputs durable; intent kept")?;
     delete_if_present(store, intent_at).await
 }
 
 /// Resolves the intents an interrupted run left behind.
-async fn recover(
-    store: &dyn ObjectStore,
-    root: &Path,
-    report: &mut CompactReport,
-) -> anyhow::Result<()> {
+async fn recover(sink: &ObjectSink, root: &Path, report: &mut CompactReport) -> anyhow::Result<()> {
+    let store = sink.store.as_ref();
     let dir = root.clone().join(INTENT_DIR);
     let intents: Vec<ObjectMeta> = store
         .list(Some(&dir))
@@ -389,9 +403,14 @@ async fn recover(
                 meta.location
             )
         })?;
-        match store.head(&Path::from(intent.output.as_str())).await {
+        let output = Path::from(intent.output.as_str());
+        match store.head(&output).await {
             Ok(_) => {
-                finish(store, &meta.location, &intent).await?;
+                // The interrupted run may have crashed before the output's fsyncs.
+                sink.make_durable_full(&output)
+                    .await
+                    .with_context(|| format!("cannot make {output} durable; intent kept"))?;
+                finish(sink, &meta.location, &intent).await?;
                 report.rolled_forward += 1;
             }
             Err(object_store::Error::NotFound { .. }) => {

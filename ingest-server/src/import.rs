@@ -164,6 +164,8 @@ impl Importer<'_> {
                         .with_context(|| format!("unknown object format: {}", intent.path))?;
                     let events = format.decode(&bytes)?;
                     let (keys, _) = crate::writer::keys_of(&events).map_err(anyhow::Error::msg)?;
+                    // An interrupted upload may not have finished its fsyncs.
+                    self.sink.make_durable(&intent.path).await?;
                     self.db.commit_object(&ObjectCommit {
                         path: &intent.path,
                         keys: &keys,

@@ -31,11 +31,28 @@
 //! allowed, path-style requests). `put` uses multipart upload above
 //! [`MULTIPART_THRESHOLD`]. An object appears atomically under its name (local: a
 //! staged file renamed into place; S3: PUT or CompleteMultipartUpload).
+//!
+//! # Durability
+//!
+//! A successful `put` is durable: on S3 a completed PUT is; locally the store is
+//! opened with `LocalFileSystem::with_fsync(true)`, so the staged file is
+//! `fsync`ed before its rename and every directory whose entries changed (the
+//! object's parent and the partition directories it created) is `fsync`ed before
+//! `put` returns. Without that, a power loss after the writer committed an
+//! object's dedupe keys and truncated the log could leave the object missing or
+//! empty while the log no longer holds its events.
+//!
+//! [`Sink::make_durable`] makes an object that is already there durable: recovery
+//! calls it before committing an object found after a crash (the crash may have
+//! hit between the rename and the directory `fsync`). [`ObjectSink::sync_deletes`]
+//! makes deletes durable (object_store does not `fsync` for a delete), which
+//! compaction needs before it drops its intent.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use futures::future::BoxFuture;
+use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
@@ -55,6 +72,16 @@ pub enum SinkError {
     /// The store failed.
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
+    /// A local object or directory could not be synced to disk.
+    #[error(
+        "cannot make {path} durable ({source}); check that the object exists and the disk is healthy"
+    )]
+    Durability {
+        /// The file or directory that failed.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// The partition directory of an event (relative to the store root), with a
@@ -90,6 +117,11 @@ pub trait Sink: Send + Sync {
     fn list(&self, prefix: &str) -> BoxFuture<'_, Result<Vec<String>, SinkError>>;
     /// A cheap liveness check of the store.
     fn check(&self) -> BoxFuture<'_, Result<(), SinkError>>;
+    /// Makes an existing object durable (data and directory entries), e.g. one
+    /// found after a crash that may have hit before its `put` finished syncing.
+    /// A no-op where a completed upload is durable by itself (S3). Fails with
+    /// [`SinkError::Durability`] if the object is missing or cannot be synced.
+    fn make_durable(&self, path: &str) -> BoxFuture<'_, Result<(), SinkError>>;
 }
 
 /// [`Sink`] over any `object_store` store, with a root prefix.
@@ -99,6 +131,8 @@ pub struct ObjectSink {
     pub store: Arc<dyn ObjectStore>,
     /// Root prefix inside the store ("" for local).
     pub root: String,
+    /// The same store when it is the local filesystem (for `fsync`s).
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 impl ObjectSink {
@@ -111,13 +145,13 @@ impl ObjectSink {
                     cfg.storage
                 )));
             }
-            std::fs::create_dir_all(dir).map_err(|e| {
-                SinkError::Config(format!("cannot create object directory {dir}: {e}"))
-            })?;
-            let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
+            create_dir_durably(std::path::Path::new(dir))?;
+            // fsync the staged file and the changed directories before `put` returns.
+            let local = Arc::new(LocalFileSystem::new_with_prefix(dir)?.with_fsync(true));
             return Ok(Self {
-                store: Arc::new(store),
+                store: local.clone(),
                 root: String::new(),
+                local: Some(local),
             });
         }
         if let Some(rest) = cfg.storage.strip_prefix("s3://") {
@@ -145,6 +179,7 @@ impl ObjectSink {
             return Ok(Self {
                 store: Arc::new(store),
                 root,
+                local: None,
             });
         }
         Err(SinkError::Config(format!(
@@ -159,6 +194,37 @@ impl ObjectSink {
         } else {
             ObjPath::from(format!("{}/{path}", self.root))
         }
+    }
+
+    /// Makes deletes of these full store paths durable: `fsync`s each distinct
+    /// parent directory (local store; a no-op on S3, where a delete is durable).
+    pub async fn sync_deletes(&self, paths: &[ObjPath]) -> Result<(), SinkError> {
+        let Some(local) = &self.local else {
+            return Ok(());
+        };
+        let mut dirs = std::collections::BTreeSet::new();
+        for p in paths {
+            let file = local.path_to_filesystem(p)?;
+            if let Some(dir) = file.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
+        blocking(move || dirs.iter().try_for_each(|d| sync_path(d))).await
+    }
+
+    /// [`Sink::make_durable`] for a full store path (compaction works on those).
+    pub async fn make_durable_full(&self, path: &ObjPath) -> Result<(), SinkError> {
+        let Some(local) = &self.local else {
+            return Ok(());
+        };
+        let file = local.path_to_filesystem(path)?;
+        // The store root is as many levels above the file as the path has parts.
+        let root = file
+            .ancestors()
+            .nth(path.parts().count())
+            .unwrap_or(&file)
+            .to_path_buf();
+        blocking(move || sync_file_and_dirs(&file, &root)).await
     }
 
     fn relative(&self, p: &ObjPath) -> String {
@@ -223,6 +289,11 @@ impl Sink for ObjectSink {
         })
     }
 
+    fn make_durable(&self, path: &str) -> BoxFuture<'_, Result<(), SinkError>> {
+        let p = self.full(path);
+        Box::pin(async move { self.make_durable_full(&p).await })
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), SinkError>> {
         let p = self.full("_tributary_health");
         Box::pin(async move {
@@ -232,6 +303,59 @@ impl Sink for ObjectSink {
             }
         })
     }
+}
+
+/// Creates the store root and `fsync`s it and its parent, so the root survives a
+/// power loss too.
+fn create_dir_durably(dir: &std::path::Path) -> Result<(), SinkError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        SinkError::Config(format!(
+            "cannot create object directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    sync_path(dir)?;
+    match dir.parent() {
+        Some(parent) => sync_path(parent),
+        None => Ok(()),
+    }
+}
+
+/// `fsync`s `file`, then every directory from its parent up to `root` inclusive
+/// (the partition directories may have been created for it).
+fn sync_file_and_dirs(file: &std::path::Path, root: &std::path::Path) -> Result<(), SinkError> {
+    sync_path(file)?;
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        sync_path(d)?;
+        if d == root || !d.starts_with(root) {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+/// `fsync`s a file or a directory (opened read-only, which Linux allows for both).
+fn sync_path(path: &std::path::Path) -> Result<(), SinkError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| SinkError::Durability {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Runs blocking file-system work off the async workers.
+async fn blocking(
+    work: impl FnOnce() -> Result<(), SinkError> + Send + 'static,
+) -> Result<(), SinkError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| SinkError::Durability {
+            path: "(sync task)".into(),
+            source: std::io::Error::other(e),
+        })?
 }
 
 #[cfg(test)]
@@ -247,5 +371,50 @@ mod tests {
             object_path(&dir, 1, 42, Format::Ndjson),
             "source=ios/dt=2024-03-05/hour=07/00000000000000000001-00000000000000000042.ndjson.gz"
         );
+    }
+
+    fn local_sink(dir: &std::path::Path) -> ObjectSink {
+        ObjectSink::open(&StoreConfig {
+            data_dir: dir.to_path_buf(),
+            storage: format!("file://{}", dir.display()),
+            s3_endpoint: None,
+            format: Format::Ndjson,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn local_puts_are_durable_and_missing_objects_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("objects");
+        let sink = local_sink(&root);
+        let path = object_path(&partition_dir("ios", 0), 1, 2, Format::Ndjson);
+        sink.put(&path, b"x".to_vec()).await.unwrap();
+        // The object and the partition directories created for it sync fine.
+        sink.make_durable(&path).await.unwrap();
+        assert_eq!(std::fs::read(root.join(&path)).unwrap(), b"x");
+        // Deleting it, then syncing the delete, works too.
+        sink.delete(&path).await.unwrap();
+        sink.sync_deletes(&[ObjPath::from(path.as_str())])
+            .await
+            .unwrap();
+        assert!(!root.join(&path).exists());
+        // A missing object is an error naming it, not a silent success.
+        let err = sink.make_durable(&path).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, SinkError::Durability { .. }), "{text}");
+        assert!(text.contains(&path), "{text}");
+        assert!(text.contains("cannot make"), "{text}");
+    }
+
+    #[test]
+    fn sync_stops_at_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), b"1").unwrap();
+        sync_file_and_dirs(&root.join("a/b/f"), &root).unwrap();
+        let err = sync_file_and_dirs(&root.join("a/b/missing"), &root).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
     }
 }

@@ -15,7 +15,11 @@
 //!
 //! 1. encode, then record the intent `P/<first>-<last>.<ext>` (committed to SQLite);
 //! 2. upload the object under that name (atomic: visible whole or not at all);
-//!    retried until it succeeds;
+//!    retried until it succeeds. A successful upload is durable, power loss
+//!    included: S3 acknowledges a PUT once it is stored, and the local store
+//!    `fsync`s the file and the directories it changed before returning (see
+//!    [`crate::sink`]), so the commit below never names bytes still only in the
+//!    page cache;
 //! 3. one SQLite transaction: insert O's dedupe keys, delete the intent, and set
 //!    `C = min(first offset of every still-open object, next offset to read)`.
 //!
@@ -31,8 +35,9 @@
 //! **Crash at any point, then restart:**
 //!
 //! * Intents left over are settled first. If the object exists, it is complete
-//!   (uploads are atomic), so it is *re-committed*: read back, its dedupe keys
-//!   inserted, the intent deleted. If it does not exist (crash before or during the
+//!   (uploads are atomic), so it is *re-committed*: read back, made durable
+//!   ([`Sink::make_durable`]: the crash may have hit between the rename and the
+//!   directory `fsync`), its dedupe keys inserted, the intent deleted. If it does not exist (crash before or during the
 //!   upload), the intent is dropped. If it cannot be decoded, it is deleted and the
 //!   intent dropped.
 //! * Then the writer replays the log from `C`. Events of committed objects (including
@@ -463,6 +468,9 @@ impl Writer {
             Ok((keys, seen)) => {
                 tracing::info!(%path, events = keys.len(), "re-committing an object uploaded before a crash");
                 self.retry("re-commit", |w| {
+                    // The crash may have hit before the upload's fsyncs finished.
+                    w.rt.block_on(w.sink.make_durable(&path))
+                        .map_err(|e| e.to_string())?;
                     w.db.commit_object(&ObjectCommit {
                         path: &path,
                         keys: &keys,

@@ -59,51 +59,9 @@ impl Store {
         now_ms: i64,
     ) -> rusqlite::Result<Option<Batch>> {
         let tx = self.conn.transaction()?;
-        // Batches emptied by eviction or opt-out are useless.
-        tx.execute(
-            "DELETE FROM batches WHERE NOT EXISTS \
-             (SELECT 1 FROM events WHERE events.batch_id = batches.id)",
-            [],
-        )?;
-        let existing: Option<(i64, String, u32, i64)> = tx
-            .query_row(
-                "SELECT id, idempotency_key, attempts, next_attempt_at_ms \
-                 FROM batches ORDER BY id LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let (id, key, attempts, next_attempt_at_ms) = match existing {
-            Some(found) => found,
-            None => {
-                let ids = pick_oldest(&tx, limits)?;
-                let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
-                    tx.commit()?;
-                    return Ok(None);
-                };
-                let key = new_key();
-                tx.execute(
-                    "INSERT INTO batches (idempotency_key, created_at_ms) VALUES (?1, ?2)",
-                    params![key, now_ms],
-                )?;
-                let id = tx.last_insert_rowid();
-                tx.execute(
-                    "UPDATE events SET batch_id = ?1 \
-                     WHERE id BETWEEN ?2 AND ?3 AND batch_id IS NULL",
-                    params![id, first, last],
-                )?;
-                (id, key, 0, 0)
-            }
-        };
-        let events = load_events(&tx, id)?;
+        let batch = oldest_or_new(&tx, limits, now_ms)?;
         tx.commit()?;
-        Ok(Some(Batch {
-            id,
-            key,
-            attempts,
-            next_attempt_at_ms,
-            events,
-        }))
+        Ok(batch)
     }
 
     /// The wall-clock time before which the oldest batch must not be sent.
@@ -118,11 +76,16 @@ impl Store {
     }
 
     /// 2xx: deletes the batch. Events at `rejected` indices count as dropped.
+    ///
+    /// With `next`, the same transaction also makes (or loads) the next batch
+    /// and returns it: its membership and key are committed by the one fsync
+    /// that also makes the delivery durable, instead of a second transaction.
     pub(crate) fn finish_batch(
         &mut self,
         batch: &Batch,
         rejected: &[usize],
-    ) -> rusqlite::Result<Removed> {
+        next: Option<(Limits, i64)>,
+    ) -> rusqlite::Result<(Removed, Option<Batch>)> {
         let tx = self.conn.transaction()?;
         let mut removed = Removed::default();
         let mut bytes = 0u64;
@@ -151,10 +114,14 @@ impl Store {
             }
         }
         tx.execute("DELETE FROM batches WHERE id = ?1", [batch.id])?;
+        let next = match next {
+            Some((limits, now_ms)) => oldest_or_new(&tx, limits, now_ms)?,
+            None => None,
+        };
         tx.commit()?;
         self.counters
             .sub_queued(removed.delivered + removed.dropped, bytes);
-        Ok(removed)
+        Ok((removed, next))
     }
 
     /// 400 with a list: deletes the rejected events and moves the others to a
@@ -215,6 +182,7 @@ impl Store {
         groups: &[Vec<i64>],
         now_ms: i64,
     ) -> rusqlite::Result<Removed> {
+        self.note_removal();
         let tx = self.conn.transaction()?;
         let mut removed = Removed::default();
         let mut bytes = 0u64;
@@ -250,6 +218,58 @@ impl Store {
         self.counters.sub_queued(removed.dropped, bytes);
         Ok(removed)
     }
+}
+
+/// Inside `tx`: the oldest persisted batch, or a new one made from the oldest
+/// unbatched events (key and membership written in `tx`). `None` when empty.
+fn oldest_or_new(
+    tx: &rusqlite::Transaction<'_>,
+    limits: Limits,
+    now_ms: i64,
+) -> rusqlite::Result<Option<Batch>> {
+    // Batches emptied by eviction or opt-out are useless.
+    tx.execute(
+        "DELETE FROM batches WHERE NOT EXISTS \
+         (SELECT 1 FROM events WHERE events.batch_id = batches.id)",
+        [],
+    )?;
+    let existing: Option<(i64, String, u32, i64)> = tx
+        .query_row(
+            "SELECT id, idempotency_key, attempts, next_attempt_at_ms \
+             FROM batches ORDER BY id LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let (id, key, attempts, next_attempt_at_ms) = match existing {
+        Some(found) => found,
+        None => {
+            let ids = pick_oldest(tx, limits)?;
+            let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+                return Ok(None);
+            };
+            let key = new_key();
+            tx.execute(
+                "INSERT INTO batches (idempotency_key, created_at_ms) VALUES (?1, ?2)",
+                params![key, now_ms],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE events SET batch_id = ?1 \
+                 WHERE id BETWEEN ?2 AND ?3 AND batch_id IS NULL",
+                params![id, first, last],
+            )?;
+            (id, key, 0, 0)
+        }
+    };
+    let events = load_events(tx, id)?;
+    Ok(Some(Batch {
+        id,
+        key,
+        attempts,
+        next_attempt_at_ms,
+        events,
+    }))
 }
 
 /// Ids of the oldest unbatched events that fit the limits (at least one).

@@ -45,6 +45,8 @@ pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
     let interval = Duration::from_millis(shared.config.flush_interval_ms);
     let mut next_tick = Instant::now() + interval;
     let mut last_age_check = Instant::now();
+    // The next batch, made in the transaction that deleted the previous one.
+    let mut prepared: Option<Prepared> = None;
     loop {
         {
             let mut s = lock(&shared.signals);
@@ -95,7 +97,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
                 continue;
             }
         }
-        let step = attempt(&shared, &uploader);
+        let step = attempt(&shared, &uploader, &mut prepared);
         match step {
             Step::Empty => shared.signal(|s| {
                 // A flush() whose events were committed after our empty look
@@ -147,8 +149,15 @@ pub(crate) fn evict_expired(shared: &Shared) {
     }
 }
 
+/// A batch made ahead of its send, with `Store::removals` at that time: it is
+/// used only if nothing removed or regrouped events since.
+struct Prepared {
+    batch: Batch,
+    removals: u64,
+}
+
 /// Loads (or makes) the current batch, sends it, and applies the outcome.
-fn attempt(shared: &Shared, uploader: &Uploader) -> Step {
+fn attempt(shared: &Shared, uploader: &Uploader, prepared: &mut Option<Prepared>) -> Step {
     evict_expired(shared);
     let limits = Limits {
         max_events: shared.config.max_batch_events,
@@ -157,7 +166,11 @@ fn attempt(shared: &Shared, uploader: &Uploader) -> Step {
     };
     let loaded = {
         let mut store = lock(&shared.store);
-        match store.current_batch(limits, now_ms()) {
+        let ready = prepared
+            .take()
+            .filter(|p| p.removals == store.removals())
+            .map(|p| p.batch);
+        match ready.map_or_else(|| store.current_batch(limits, now_ms()), |b| Ok(Some(b))) {
             Ok(None) => {
                 // The table is empty: resynchronise the counters with it,
                 // so a drifted count can never keep the loop spinning.
@@ -209,12 +222,28 @@ fn attempt(shared: &Shared, uploader: &Uploader) -> Step {
         // The batch stays persisted; the next run resends it under its key.
         return Step::Empty;
     }
-    apply(shared, &batch, outcome)
+    apply(shared, &batch, outcome, (limits, prepared))
 }
 
-/// Turns an outcome into database changes, counters and log lines.
-fn apply(shared: &Shared, batch: &Batch, outcome: Outcome) -> Step {
+/// Turns an outcome into database changes, counters and log lines. After a
+/// delivery that does not end the round, the next batch is made in the same
+/// transaction and left in `next.1`.
+fn apply(
+    shared: &Shared,
+    batch: &Batch,
+    outcome: Outcome,
+    next: (Limits, &mut Option<Prepared>),
+) -> Step {
     let now = now_ms();
+    let (limits, prepared) = next;
+    // The round goes on (see `run`) while draining or at flush_at; only then
+    // is the next batch worth freezing now. Read before the store lock.
+    let round_goes_on = lock(&shared.signals).drain
+        || shared
+            .counters
+            .queued_events()
+            .saturating_sub(batch.events.len() as u64)
+            >= u64::from(shared.config.flush_at);
     let mut logs: Vec<(LogLevel, String)> = Vec::new();
     let counters = &shared.counters;
     // The counters are updated before the store lock is released, so a
@@ -225,7 +254,16 @@ fn apply(shared: &Shared, batch: &Batch, outcome: Outcome) -> Step {
             Outcome::Delivered { rejected } => {
                 let indices = indices(rejected);
                 log_rejections(&mut logs, batch, rejected);
-                (store.finish_batch(batch, &indices), Step::Progress)
+                let result = store
+                    .finish_batch(batch, &indices, round_goes_on.then_some((limits, now)))
+                    .map(|(removed, next)| {
+                        *prepared = next.map(|batch| Prepared {
+                            batch,
+                            removals: store.removals(),
+                        });
+                        removed
+                    });
+                (result, Step::Progress)
             }
             Outcome::RejectedEvents { rejected } => {
                 let indices = indices(rejected);

@@ -64,6 +64,8 @@ impl Store {
     /// Deletes the events matching `condition` (one `?1` parameter) in one
     /// transaction, drops batches left empty, and updates the counters.
     fn delete_where(&mut self, condition: &str, value: i64) -> rusqlite::Result<u64> {
+        // Only called when something is due for deletion.
+        self.note_removal();
         let tx = self.conn.transaction()?;
         let (n, bytes): (i64, i64) = tx.query_row(
             &format!("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM events WHERE {condition}"),

@@ -89,6 +89,10 @@ pub(crate) struct Store {
     pub(crate) conn: Connection,
     path: PathBuf,
     pub(crate) counters: Arc<Counters>,
+    /// Bumped whenever events or batches are removed or regrouped by anything
+    /// other than `finish_batch`, so a batch loaded earlier can tell it may be
+    /// stale (see `Store::removals`).
+    removals: u64,
 }
 
 /// What `Store::open` found, to be logged by the caller (outside any lock).
@@ -126,6 +130,7 @@ impl Store {
             conn,
             path: path.clone(),
             counters,
+            removals: 0,
         };
         if reset.is_some() {
             store.counters.inc(&store.counters.database_resets, 1);
@@ -148,6 +153,7 @@ impl Store {
             OpenError::Unusable(m) | OpenError::Other(m) => m,
         })?;
         self.counters.inc(&self.counters.database_resets, 1);
+        self.note_removal();
         self.refresh_counts().map_err(|e| e.to_string())?;
         Ok(moved)
     }
@@ -163,6 +169,19 @@ impl Store {
         if let Ok(placeholder) = Connection::open_in_memory() {
             drop(std::mem::replace(&mut self.conn, placeholder));
         }
+    }
+
+    /// How many times events or batches were removed or regrouped outside
+    /// `finish_batch`. A batch loaded while this was `n` is exactly as
+    /// persisted as long as it is still `n` (only the store lock holder
+    /// changes either).
+    pub(crate) fn removals(&self) -> u64 {
+        self.removals
+    }
+
+    /// Marks that events or batches were removed or regrouped.
+    pub(crate) fn note_removal(&mut self) {
+        self.removals = self.removals.wrapping_add(1);
     }
 
     /// Recomputes queued events and bytes from the table.
@@ -241,6 +260,7 @@ impl Store {
         if !enabled {
             self.conn.execute_batch("PRAGMA secure_delete = ON;")?;
         }
+        self.note_removal();
         let tx = self.conn.transaction()?;
         let mut deleted = 0;
         if !enabled {

@@ -14,9 +14,9 @@ use tests::server::ServerOptions;
 const DEVICES: usize = 4;
 const KILLS: u64 = 5;
 
-fn sdk_killed_mid_upload(format: &str) {
+fn sdk_killed_mid_upload(format: &str, crash_server_too: bool) {
     let mut rig = Rig::start(
-        &format!("sdk-kill-{format}"),
+        &format!("sdk-kill-{format}-{crash_server_too}"),
         ServerOptions::new(format),
         Duration::from_secs(120),
     );
@@ -28,10 +28,11 @@ fn sdk_killed_mid_upload(format: &str) {
         ..FaultPlan::default()
     });
     let root = rig.devices_root();
+    let endpoint = rig.endpoint();
     let args = |device: usize, start: u64, count: u64| DeviceArgs {
         bin: env!("CARGO_BIN_EXE_device").into(),
         storage: root.join(format!("proc-{device}")),
-        endpoint: rig.endpoint(),
+        endpoint: endpoint.clone(),
         device: format!("proc-{device}"),
         start,
         count,
@@ -50,6 +51,11 @@ fn sdk_killed_mid_upload(format: &str) {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(200 + fastrand::u64(0..500)));
+        if crash_server_too {
+            // The server dies too, mid-upload, and comes back while devices retry.
+            rig.crash_and_restart_server();
+            std::thread::sleep(Duration::from_millis(fastrand::u64(0..300)));
+        }
         let before = rig.proxy.stats().requests;
         for (d, proc) in procs.into_iter().enumerate() {
             ledgers[d].merge(proc.kill());
@@ -82,7 +88,9 @@ fn sdk_killed_mid_upload(format: &str) {
     assert!(rig.proxy.stats().cut > 0, "the proxy cut nothing");
     let (_, events) = rig.finish();
     let verdict = tests::storage::verify(&events, &recorded, Some(&tracked));
-    verdict.assert_exactly_once(&format!("SDK processes SIGKILLed {KILLS} times, {format}"));
+    verdict.assert_exactly_once(&format!(
+        "SDK processes SIGKILLed {KILLS} times (server too: {crash_server_too}), {format}"
+    ));
     tests::note(&format!(
         "recorded {} (tracked {}), stored {}",
         recorded.len(),
@@ -93,10 +101,16 @@ fn sdk_killed_mid_upload(format: &str) {
 
 #[test]
 fn sdk_sigkill_mid_upload_ndjson() {
-    sdk_killed_mid_upload("ndjson");
+    sdk_killed_mid_upload("ndjson", false);
 }
 
 #[test]
 fn sdk_sigkill_mid_upload_parquet() {
-    sdk_killed_mid_upload("parquet");
+    sdk_killed_mid_upload("parquet", false);
+}
+
+/// Both sides SIGKILLed in every round: devices and the server.
+#[test]
+fn sdk_and_server_sigkill_together_ndjson() {
+    sdk_killed_mid_upload("ndjson", true);
 }

@@ -6,6 +6,9 @@
 //! connections on loopback. Bodies are built before timing so the load generator only
 //! sends bytes; it runs on one thread, the server gets the rest of the machine.
 //!
+//! `TRIBUTARY_BENCH_SERVER_BIN=/path/to/ingest-server` benchmarks another build of the
+//! server (A/B comparisons on a machine whose load varies: compare the CPU per event).
+//!
 //! Phases:
 //! 1. **baseline**: a minimal hyper server (a child process running this binary) that
 //!    reads and discards bodies; closed loop for `BENCH_SECONDS` (default 8 s).
@@ -142,11 +145,36 @@ fn main() {
 
     // 4. Peak RSS, then drain and count what reached storage.
     let hwm = vm_hwm(server.id()).unwrap_or(0);
+    let threads = thread_cpu(server.id());
+    let cpu_before = children_cpu();
     let stop = Instant::now();
     signal(server.id(), "TERM");
     let status = server.wait().unwrap();
     let drain = stop.elapsed();
-    let stored = count_events(&data.join("objects"));
+    // The server's whole-life CPU (children's rusage grows when it is reaped): a
+    // figure the machine's other load hardly moves, unlike events/s.
+    let server_cpu = children_cpu() - cpu_before;
+    println!(
+        "ingest-server CPU: {:.2} us per acked event ({:.1}s user+sys for {acked} events, drain included)",
+        server_cpu * 1e6 / acked.max(1) as f64,
+        server_cpu
+    );
+    let per = |name: &str| {
+        threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(name))
+            .map(|(_, s)| s)
+            .sum::<f64>()
+            * 1e6
+            / acked.max(1) as f64
+    };
+    println!(
+        "  by thread before SIGTERM (us/event): front-end workers {:.2}, writer {:.2}, log {:.2}",
+        per("tokio-rt"),
+        per("writer"),
+        per("log")
+    );
+    let (stored, stored_bytes) = count_events(&data.join("objects"));
     println!(
         "ingest-server peak RSS (VmHWM): {:.1} MiB",
         hwm as f64 / 1024.0
@@ -154,6 +182,10 @@ fn main() {
     println!(
         "drain after SIGTERM: {:.2}s, exit {status}; events in NDJSON.gz objects: {stored} (acked {acked})",
         drain.as_secs_f64()
+    );
+    println!(
+        "objects: {:.1} bytes per event gzip",
+        stored_bytes as f64 / stored.max(1) as f64
     );
     println!(
         "delivered rate (throughput phase, counted in objects incl. drain): {:.0} events/s",
@@ -429,7 +461,10 @@ fn baseline_server(port: u16) {
 fn start_server(data: &Path, port: u16) -> Child {
     std::fs::create_dir_all(data).unwrap();
     let log = std::fs::File::create(data.with_extension("log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
+    // TRIBUTARY_BENCH_SERVER_BIN runs another build (A/B comparisons).
+    let bin = std::env::var("TRIBUTARY_BENCH_SERVER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ingest-server").to_string());
+    let child = Command::new(bin)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(data)
@@ -471,6 +506,34 @@ fn signal(pid: u32, name: &str) {
         .status();
 }
 
+/// user+sys CPU seconds of this process's reaped children.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// (thread name, user+sys CPU seconds) of each thread of a live process.
+fn thread_cpu(pid: u32) -> Vec<(String, f64)> {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some((name, ticks / tick))
+        })
+        .collect()
+}
+
 /// VmHWM of a process, in KiB.
 fn vm_hwm(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -486,7 +549,8 @@ fn vm_hwm(pid: u32) -> Option<u64> {
 // ------------------------------------------------------------- storage --------------
 
 /// Events (lines) in every NDJSON.gz object under `root`.
-fn count_events(root: &Path) -> u64 {
+/// (events, compressed bytes) of the NDJSON.gz objects under `root`.
+fn count_events(root: &Path) -> (u64, u64) {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();
@@ -499,13 +563,18 @@ fn count_events(root: &Path) -> u64 {
     }
     let mut files = Vec::new();
     walk(root, &mut files);
-    files
+    let bytes = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    let events = files
         .iter()
         .map(|f| {
             let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(f).unwrap());
             std::io::BufReader::new(gz).split(b'\n').count() as u64
         })
-        .sum()
+        .sum();
+    (events, bytes)
 }
 
 /// (ids, bytes per million ids) of the dedupe index in `<data>/state.sqlite`.

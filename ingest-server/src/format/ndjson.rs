@@ -13,6 +13,11 @@ use serde_json::Value;
 
 use super::{Encoder, FormatError};
 
+/// Gzip level of NDJSON objects. With the zlib-rs backend, level 1 (`deflate_quick`)
+/// made objects ~27% larger than level 2 for ~1 us/event less writer CPU; level 2
+/// keeps objects as small as miniz_oxide's level 1 did, at a lower CPU cost.
+const GZIP_LEVEL: u32 = 2;
+
 /// Streams events into a gzip NDJSON object.
 pub struct NdjsonEncoder {
     gz: GzEncoder<Vec<u8>>,
@@ -24,7 +29,7 @@ impl NdjsonEncoder {
     /// An empty object.
     pub fn new() -> Self {
         Self {
-            gz: GzEncoder::new(Vec::new(), Compression::fast()),
+            gz: GzEncoder::new(Vec::new(), Compression::new(GZIP_LEVEL)),
             count: 0,
             raw_bytes: 0,
         }

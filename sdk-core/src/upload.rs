@@ -104,9 +104,10 @@ impl Uploader {
         json.push_str("\",\"context\":");
         json.push_str(&self.context);
         json.push('}');
-        // Level 1: measured on 500 typical events, ~45% less CPU than the
-        // default level 6 for ~4% more bytes (29.7 vs 28.6 bytes/event).
-        let mut gz = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::fast());
+        // Level 2 with the zlib-rs backend: measured on 500 typical events,
+        // ~0.17 ms and 28.0 bytes/event; level 6 costs 2.4x the time for 2.5%
+        // fewer bytes, and zlib-rs's level 1 (deflate_quick) is 50% larger.
+        let mut gz = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::new(2));
         // Writing into a Vec cannot fail.
         let _ = gz.write_all(json.as_bytes());
         let gzipped = gz.finish().unwrap_or_default();

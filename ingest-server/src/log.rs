@@ -586,8 +586,10 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn decode(body: &[u8]) -> Result<(u64, Record), LogError> {
-    let mut c = Cursor { b: body };
+/// Decodes a frame body. An event's JSON (most of the frame) reuses the body's
+/// buffer instead of being copied into a new one.
+fn decode_owned(mut body: Vec<u8>) -> Result<(u64, Record), LogError> {
+    let mut c = Cursor { b: &body };
     let offset = c.u64()?;
     let kind = c.take(1)?[0];
     let record = match kind {
@@ -596,11 +598,15 @@ fn decode(body: &[u8]) -> Result<(u64, Record), LogError> {
             let source = c.str16()?;
             let message_id = c.str16()?;
             let n = c.u32()? as usize;
+            c.take(n)?;
+            let start = body.len() - c.b.len() - n;
+            body.truncate(start + n);
+            body.drain(..start);
             Record::Event(EventRecord {
                 received_at_ms,
                 source,
                 message_id,
-                json: c.take(n)?.to_vec(),
+                json: body,
             })
         }
         2 => {
@@ -667,9 +673,10 @@ fn scan_segment(path: &Path, first: u64) -> Result<Scan, LogError> {
             Ok(None) | Err(LogError::Corrupt(_)) => break,
             Err(e) => return Err(e),
         };
-        match decode(&body) {
+        let len = body.len() as u64;
+        match decode_owned(body) {
             Ok((offset, record)) if offset == scan.next => {
-                scan.valid_len += 8 + body.len() as u64;
+                scan.valid_len += 8 + len;
                 scan.next += 1;
                 if let Record::Idempotency(i) = record {
                     scan.idempotency.push(i);
@@ -765,7 +772,7 @@ impl LogReader for FileReader {
             Err(e) => return Err(e),
         };
         self.pos += 8 + body.len() as u64;
-        let (offset, record) = decode(&body)?;
+        let (offset, record) = decode_owned(body)?;
         if offset != self.next {
             return Err(LogError::Corrupt(format!(
                 "expected offset {}, found {offset}",

@@ -110,6 +110,15 @@ pub struct Writer {
     pending: HashSet<MessageKey>,
     committed_in_chunk: HashSet<MessageKey>,
     checkpoint: u64,
+    last_partition: PartitionCache,
+}
+
+/// The partition directory of the last event (source, hour since the epoch).
+#[derive(Default)]
+struct PartitionCache {
+    source: String,
+    hour: i64,
+    dir: String,
 }
 
 /// Most records deduped with one index transaction.
@@ -141,6 +150,7 @@ pub fn spawn(
                 pending: HashSet::new(),
                 committed_in_chunk: HashSet::new(),
                 checkpoint,
+                last_partition: PartitionCache::default(),
             };
             w.run();
         })
@@ -286,16 +296,32 @@ impl Writer {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let dir = partition_dir(&ev.source, ev.received_at_ms);
-        let format = self.cfg.format;
-        let obj = self.open.entry(dir.clone()).or_insert_with(|| OpenObject {
-            encoder: format.encoder(),
-            first: offset,
-            last: offset,
-            opened: Instant::now(),
-            keys: Vec::new(),
-            max_received_ms: 0,
-        });
+        // Most events fall in the partition of the one before: reuse its name
+        // rather than formatting (and allocating) one per event.
+        let hour = ev.received_at_ms.div_euclid(3_600_000);
+        let cache = &mut self.last_partition;
+        if cache.source != ev.source || cache.hour != hour || cache.dir.is_empty() {
+            cache.dir = partition_dir(&ev.source, ev.received_at_ms);
+            cache.source.clone_from(&ev.source);
+            cache.hour = hour;
+        }
+        let dir = cache.dir.as_str();
+        if !self.open.contains_key(dir) {
+            self.open.insert(
+                dir.to_string(),
+                OpenObject {
+                    encoder: self.cfg.format.encoder(),
+                    first: offset,
+                    last: offset,
+                    opened: Instant::now(),
+                    keys: Vec::new(),
+                    max_received_ms: 0,
+                },
+            );
+        }
+        let Some(obj) = self.open.get_mut(dir) else {
+            return;
+        };
         if let Err(e) = obj.encoder.push_json(&ev.json) {
             // Cannot happen for events the front-end built; never stall on one.
             tracing::error!(error = %e, offset, "dropping an event the format cannot encode");
@@ -306,6 +332,7 @@ impl Writer {
         obj.max_received_ms = obj.max_received_ms.max(ev.received_at_ms);
         self.pending.insert(key);
         if obj.encoder.approx_bytes() >= self.cfg.roll_bytes {
+            let dir = dir.to_string();
             self.roll(&dir, reader);
         }
     }

@@ -109,6 +109,10 @@ pub fn prepare(
     Ok(out)
 }
 
+/// Room for the fields enrichment adds to an event (`receivedAt`, `timestamp`,
+/// `originalTimestamp`, `sentAt`, `source`): a capacity hint, not a limit.
+const ENRICHED_BYTES: usize = 256;
+
 struct Shared<'a> {
     context: Option<&'a Value>,
     integrations: Option<&'a Value>,
@@ -146,7 +150,10 @@ fn prepare_one(item: Value, s: &Shared<'_>) -> Result<EventRecord, String> {
         }
     };
     enrich(&mut ev, s)?;
-    let json = serde_json::to_vec(&ev).map_err(|e| format!("cannot encode event: {e}"))?;
+    // Sized once: the item plus what enrichment adds (times, source), instead of
+    // the serializer regrowing the buffer several times per event.
+    let mut json = Vec::with_capacity(size + ENRICHED_BYTES);
+    serde_json::to_writer(&mut json, &ev).map_err(|e| format!("cannot encode event: {e}"))?;
     Ok(EventRecord {
         received_at_ms: s.received.timestamp_millis(),
         source: s.source.to_string(),

@@ -10,11 +10,10 @@ use tests::rig::Rig;
 use tests::server::ServerOptions;
 use tests::sim::{SimDevice, drain_all, recorded};
 
-#[test]
-fn outage_longer_than_backoff_cap() {
+fn outage_longer_than_backoff_cap(format: &str) {
     let mut rig = Rig::start(
-        "outage",
-        ServerOptions::new("ndjson"),
+        &format!("outage-{format}"),
+        ServerOptions::new(format),
         Duration::from_secs(90),
     );
     let root = rig.devices_root();
@@ -23,7 +22,14 @@ fn outage_longer_than_backoff_cap() {
         c.retry_max_delay_ms = 500;
     };
     let mut devices: Vec<SimDevice> = (0..3)
-        .map(|i| SimDevice::new(&format!("outage-{i}"), &rig.endpoint(), &root, tune))
+        .map(|i| {
+            SimDevice::new(
+                &format!("outage-{format}-{i}"),
+                &rig.endpoint(),
+                &root,
+                tune,
+            )
+        })
         .collect();
     for device in &mut devices {
         device.track(30);
@@ -75,4 +81,14 @@ fn outage_longer_than_backoff_cap() {
     tests::storage::verify(&events, &recorded(&devices), None)
         .assert_exactly_once("outages longer than the backoff cap");
     assert_eq!(events.len(), 3 * 150);
+}
+
+#[test]
+fn outage_longer_than_backoff_cap_ndjson() {
+    outage_longer_than_backoff_cap("ndjson");
+}
+
+#[test]
+fn outage_longer_than_backoff_cap_parquet() {
+    outage_longer_than_backoff_cap("parquet");
 }

@@ -341,20 +341,8 @@ impl Client {
             shared.counters.set_last_error(message.clone());
             shared.log.warn(message);
         }
-        // Startup housekeeping, then deliver whatever a previous run left.
-        crate::delivery::evict_expired(&shared);
-        let evicted = lock(&shared.store).evict_over_cap(shared.config.max_queue_bytes);
-        match evicted {
-            Ok(0) => {}
-            Ok(n) => {
-                shared.counters.inc(&shared.counters.dropped_byte_cap, n);
-                shared.log.warn(format!(
-                    "queue over max_queue_bytes ({}) at startup: evicted the {n} oldest events",
-                    shared.config.max_queue_bytes
-                ));
-            }
-            Err(e) => shared.storage_error("evicting over the byte cap", &e),
-        }
+        // Deliver whatever a previous run left. Startup eviction, which can delete
+        // many rows, runs on the delivery thread, not on the caller's.
         if shared.counters.queued_events() > 0 {
             shared.signal(|s| s.drain = true);
             shared.log.info(format!(

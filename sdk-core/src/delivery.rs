@@ -41,6 +41,7 @@ enum Step {
 
 /// Runs the delivery loop until `Signals::stop`.
 pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
+    startup_housekeeping(&shared);
     let uploader = Uploader::new(&shared.config);
     let interval = Duration::from_millis(shared.config.flush_interval_ms);
     let mut next_tick = Instant::now() + interval;
@@ -126,6 +127,24 @@ pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
 }
 
 /// Enforces `max_event_age_ms`, counted and logged.
+/// Evicts what a previous run left over the age limit or the byte cap, before the
+/// first upload. It runs here, off the thread that called `Client::new`.
+fn startup_housekeeping(shared: &Shared) {
+    evict_expired(shared);
+    let evicted = lock(&shared.store).evict_over_cap(shared.config.max_queue_bytes);
+    match evicted {
+        Ok(0) => {}
+        Ok(n) => {
+            shared.counters.inc(&shared.counters.dropped_byte_cap, n);
+            shared.log.warn(format!(
+                "queue over max_queue_bytes ({}) at startup: evicted the {n} oldest events",
+                shared.config.max_queue_bytes
+            ));
+        }
+        Err(e) => shared.storage_error("evicting over the byte cap", &e),
+    }
+}
+
 pub(crate) fn evict_expired(shared: &Shared) {
     let cutoff = now_ms().saturating_sub(shared.config.max_event_age_ms as i64);
     let result = {

@@ -175,6 +175,45 @@ fn byte_cap_evicts_the_oldest_events_and_counts_them() {
     assert_eq!(client.stats().dropped_byte_cap, s.dropped_byte_cap);
 }
 
+/// A restart with a smaller `max_queue_bytes` evicts the oldest events on the
+/// delivery thread (not in `Client::new`), counted, before anything is sent.
+#[test]
+fn restart_with_a_smaller_byte_cap_evicts_the_oldest_at_startup() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let mut cfg = test_config(&server.url(), dir.path());
+    cfg.max_event_bytes = 1_000;
+    cfg.max_batch_bytes = 2_000;
+    let first = Client::new(cfg.clone(), None).unwrap();
+    first.set_network_available(false);
+    for i in 0..50 {
+        first.track("E".into(), props(i, 300)).unwrap();
+    }
+    first.shutdown(5_000);
+    drop(first);
+    assert!(
+        server.requests().is_empty(),
+        "nothing may be sent while offline"
+    );
+
+    cfg.max_queue_bytes = 10_000;
+    let client = Client::new(cfg, None).unwrap();
+    assert!(
+        poll(WAIT, || client.stats().dropped_byte_cap > 0),
+        "{:?}",
+        client.stats()
+    );
+    assert_eq!(client.flush_blocking(15_000), FlushResult::Delivered);
+    let s = client.stats();
+    assert!(s.dropped_byte_cap > 0 && s.dropped_byte_cap < 50, "{s:?}");
+    let kept = 50 - s.dropped_byte_cap;
+    assert_eq!(
+        server.accepted_seqs(),
+        ((50 - kept)..50).collect::<Vec<_>>(),
+        "the oldest events are the ones evicted"
+    );
+}
+
 #[test]
 fn age_limit_evicts_old_events_and_counts_them() {
     let server = TestServer::start();

@@ -19,55 +19,36 @@ use tributary::{Client, FlushResult};
 /// takes milliseconds; the rest of the wait is delivery, which we do not need.
 const CONFIRM_TIMEOUT_MS: u64 = 2_000;
 
+/// One simulated device in its own process, so tests can SIGKILL it.
+#[derive(clap::Parser)]
 struct Args {
+    /// The device's storage directory.
+    #[arg(long)]
     storage: String,
+    /// The collector's base URL.
+    #[arg(long)]
     endpoint: String,
+    /// The source's write key.
+    #[arg(long, default_value = tests::server::WRITE_KEY)]
     write_key: String,
+    /// The device's name, carried in every event.
+    #[arg(long)]
     device: String,
+    /// First sequence number to record.
+    #[arg(long, default_value_t = 0)]
     start: u64,
+    /// How many events to record.
+    #[arg(long, default_value_t = 0)]
     count: u64,
+    /// Events per durable confirmation.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     chunk: u64,
+    /// Pause between chunks.
+    #[arg(long, default_value_t = 0)]
     pace_ms: u64,
+    /// How long to keep delivering after recording.
+    #[arg(long, default_value_t = 30_000)]
     drain_ms: u64,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        storage: String::new(),
-        endpoint: String::new(),
-        write_key: tests::server::WRITE_KEY.into(),
-        device: String::new(),
-        start: 0,
-        count: 0,
-        chunk: 10,
-        pace_ms: 0,
-        drain_ms: 30_000,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let num = || {
-            value
-                .parse::<u64>()
-                .map_err(|_| format!("{flag}: `{value}` is not a number"))
-        };
-        match flag.as_str() {
-            "--storage" => args.storage = value.clone(),
-            "--endpoint" => args.endpoint = value.clone(),
-            "--write-key" => args.write_key = value.clone(),
-            "--device" => args.device = value.clone(),
-            "--start" => args.start = num()?,
-            "--count" => args.count = num()?,
-            "--chunk" => args.chunk = num()?.max(1),
-            "--pace-ms" => args.pace_ms = num()?,
-            "--drain-ms" => args.drain_ms = num()?,
-            other => return Err(format!("unknown flag {other}")),
-        }
-    }
-    if args.storage.is_empty() || args.endpoint.is_empty() || args.device.is_empty() {
-        return Err("--storage, --endpoint and --device are required".into());
-    }
-    Ok(args)
 }
 
 fn say(line: &str) {
@@ -77,13 +58,7 @@ fn say(line: &str) {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(why) => {
-            eprintln!("device: {why}");
-            std::process::exit(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     let mut config = tests::sim::test_config(&args.endpoint, std::path::Path::new(&args.storage));
     config.write_key = args.write_key.clone();
     let client = match Client::new(config, None) {

@@ -30,47 +30,24 @@ use tests::proxy::{Exchange, FaultProxy};
 use tests::server::{Server, ServerOptions, metric_sum};
 use tributary::{Client, Config, FlushResult};
 
+/// Whole-path benchmark: simulated devices against the real server on loopback.
+#[derive(clap::Parser)]
 struct Args {
+    /// Simulated devices (SDK clients in threads, each with its own storage).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     devices: u64,
+    /// Events per device.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     events: u64,
+    /// Total recording rate in events/s; 0 records as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// Object format: ndjson or parquet.
+    #[arg(long, default_value = "ndjson")]
     format: String,
+    /// The SDK's flush_at.
+    #[arg(long, default_value_t = 20)]
     flush_at: u32,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        devices: 20,
-        events: 5_000,
-        rate: 0.0,
-        format: "ndjson".into(),
-        flush_at: 20,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let bad = |_: std::num::ParseIntError| format!("{flag}: `{value}` is not a number");
-        match flag.as_str() {
-            "--devices" => args.devices = value.parse().map_err(bad)?,
-            "--events" => args.events = value.parse().map_err(bad)?,
-            "--rate" => {
-                args.rate = value
-                    .parse()
-                    .map_err(|_| format!("{flag}: `{value}` is not a number"))?
-            }
-            "--flush-at" => args.flush_at = value.parse().map_err(bad)?,
-            "--format" => args.format = value.clone(),
-            other => {
-                return Err(format!(
-                    "unknown flag {other}; use --devices N --events M [--rate R] [--format F] [--flush-at K]"
-                ));
-            }
-        }
-    }
-    if args.devices == 0 || args.events == 0 {
-        return Err("--devices and --events must be at least 1".into());
-    }
-    Ok(args)
 }
 
 /// Collects track→ack delays from the proxy's view of 2xx responses.
@@ -120,13 +97,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(why) => {
-            eprintln!("e2e-bench: {why}");
-            std::process::exit(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     tests::binaries::allow_in_place_build();
     let tmp = tempfile::Builder::new()
         .prefix("tributary-e2e-bench-")

@@ -1,7 +1,8 @@
 //! End-to-end ingest benchmark (harness = false; prints figures, asserts nothing about
 //! speed). Run with `scripts/bench-server.sh` or `cargo bench -p ingest-server --bench ingest`.
 //!
-//! Load: HTTP/1.1 keep-alive POST /v1/batch, 100 events of ~300 bytes per batch,
+//! Load: HTTP/1.1 keep-alive POST /v1/batch, 100 events of ~300 bytes per batch
+//! with UUID v7 messageIds like the SDK's (`BENCH_IDS=v4` for random v4 ids),
 //! gzip, Basic auth and a unique Idempotency-Key, over `BENCH_CONNECTIONS` (default 64)
 //! connections on loopback. Bodies are built before timing so the load generator only
 //! sends bytes; it runs on one thread, the server gets the rest of the machine.
@@ -16,9 +17,11 @@
 //!    disk, closed loop for `BENCH_SECONDS`. Events/s = acknowledged events / seconds
 //!    (a burst: durable in the log, not yet in objects). After SIGTERM the objects are
 //!    counted, which checks that each acknowledged event is in storage exactly once.
-//! 3. **sustained**: after the load stops, wait until `ingest_events_written_total`
-//!    reaches the acknowledged count; events / (load + catch-up) is the sustained rate
-//!    from the load generator to objects on disk.
+//! 3. **sustained**: after the load stops, wait until the writer has read every
+//!    acknowledged event (`ingest_writer_events_read_total`); events / (load +
+//!    catch-up) is the rate the whole pipeline sustains. Also printed: the writer's
+//!    own rate while catching up, and when the last events are in objects (the
+//!    final objects roll on the 5 s interval, so that figure is a lower bound).
 //! 4. **latency**: open loop at half the sustained rate for 5 s, once the writer has
 //!    caught up, latency measured from each request's scheduled start (no coordinated
 //!    omission): p50, p99.
@@ -125,22 +128,37 @@ fn main() {
     );
 
     // The acked rate is a burst the writer has not caught up with yet. Wait until
-    // every acked event is in an object: that gives the sustained end-to-end rate,
-    // and the latency phase then starts with an idle writer instead of a backlog.
+    // the writer has read every acked event (buffered into open objects or dropped
+    // as a duplicate): load + that catch-up gives the sustained rate the whole
+    // pipeline keeps up with. Then wait for the objects themselves (the last ones
+    // roll on the 5 s interval), and the latency phase starts with an idle writer.
+    let read_at_stop = metric(port, "ingest_writer_events_read_total").unwrap_or(0);
     let drain_start = Instant::now();
     let drain_deadline = drain_start + Duration::from_secs(180);
-    while metric(port, "ingest_events_written_total").unwrap_or(0) < run.events
-        && Instant::now() < drain_deadline
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let drained = drain_start.elapsed();
-    let sustained = run.events as f64 / (run.elapsed + drained).as_secs_f64();
+    let wait_for = |name: &str| {
+        while metric(port, name).unwrap_or(0) < run.events && Instant::now() < drain_deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drain_start.elapsed()
+    };
+    let caught_up = wait_for("ingest_writer_events_read_total");
+    let in_objects = wait_for("ingest_events_written_total");
+    let sustained = run.events as f64 / (run.elapsed + caught_up).as_secs_f64();
     println!(
-        "ingest-server sustained, load generator to NDJSON.gz objects: {:.0} events/s ({:.1}s of load + {:.1}s for the writer to catch up, objects roll every 5s, so this is a lower bound)",
+        "ingest-server sustained, load generator through the writer: {:.0} events/s ({:.1}s of load + {:.2}s for the writer to catch up)",
         sustained,
         run.elapsed.as_secs_f64(),
-        drained.as_secs_f64()
+        caught_up.as_secs_f64()
+    );
+    println!(
+        "  writer alone while catching up: {:.0} events/s ({} events behind when the load stopped)",
+        (run.events - read_at_stop.min(run.events)) as f64 / caught_up.as_secs_f64().max(1e-3),
+        run.events - read_at_stop.min(run.events)
+    );
+    println!(
+        "  every acked event in NDJSON.gz objects {:.1}s after the load stopped ({:.0} events/s counting that wait; objects roll every 5 s)",
+        in_objects.as_secs_f64(),
+        run.events as f64 / (run.elapsed + in_objects).as_secs_f64()
     );
 
     // 3. Latency at half the sustained rate.
@@ -223,6 +241,48 @@ fn main() {
 
 // ---------------------------------------------------------------- load --------------
 
+/// Milliseconds since the epoch when the bench started: the time part of the UUID
+/// v7 messageIds, as a device recording now would stamp them.
+fn start_ms() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// `BENCH_IDS=v4` sends random (UUID v4) messageIds, as Segment's libraries do;
+/// the default is UUID v7, what the Tributary SDK sends.
+fn random_ids() -> bool {
+    std::env::var("BENCH_IDS").is_ok_and(|v| v == "v4")
+}
+
+fn message_id(n: u64, h: u64) -> String {
+    let r = h.rotate_left(29) ^ n.wrapping_mul(0xd6e8_feb8_6659_fd93);
+    if random_ids() {
+        return format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            h >> 32,
+            (h >> 16) & 0xffff,
+            h & 0xfff,
+            0x8000 | (r >> 48) & 0x3fff,
+            r & 0xffff_ffff_ffff
+        );
+    }
+    // v7: 48-bit ms timestamp (devices record ~200 events per ms in total), then random.
+    let ms = start_ms() + n / 200;
+    format!(
+        "{:08x}-{:04x}-7{:03x}-{:04x}-{:012x}",
+        ms >> 16,
+        ms & 0xffff,
+        h & 0xfff,
+        0x8000 | (r >> 48) & 0x3fff,
+        r & 0xffff_ffff_ffff
+    )
+}
+
 fn event_json(batch: usize, i: usize) -> String {
     // ~300 bytes, shaped like an SDK track event, with per-event varying fields (ids,
     // times, a session hash) so gzip sees realistic, not identical, events.
@@ -230,13 +290,12 @@ fn event_json(batch: usize, i: usize) -> String {
     let h = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (n >> 7);
     format!(
         concat!(
-            r#"{{"type":"track","event":"Product Viewed","messageId":"{:016x}-{:08}-4c7e","#,
+            r#"{{"type":"track","event":"Product Viewed","messageId":"{}","#,
             r#""anonymousId":"{:016x}","userId":"user-{}","#,
             r#""timestamp":"2026-11-24T10:{:02}:{:02}.{:03}Z","properties":{{"sku":"SKU-{}","price":{}.99,"#,
             r#""currency":"EUR","session":"{:08x}"}},"context":{{"library":{{"name":"tributary","version":"0.1.0"}}}}}}"#
         ),
-        h,
-        n,
+        message_id(n, h),
         h.rotate_left(17),
         batch % 1000,
         (n / 60_000) % 60,

@@ -20,6 +20,9 @@ pub struct Metrics {
     pub events_duplicate: AtomicU64,
     /// Events written to committed objects.
     pub events_written: AtomicU64,
+    /// Events the writer has read from the log and settled in memory: buffered
+    /// into an open object or dropped as a duplicate (its read position, in events).
+    pub events_read: AtomicU64,
     /// Request body bytes received (as sent, maybe compressed).
     pub bytes_received: AtomicU64,
     /// Request body bytes after decompression.
@@ -108,6 +111,11 @@ impl Metrics {
                 "ingest_events_written_total",
                 "Events in committed objects.",
                 &self.events_written,
+            ),
+            (
+                "ingest_writer_events_read_total",
+                "Events the writer has read from the log (buffered or dropped as duplicates).",
+                &self.events_read,
             ),
             (
                 "ingest_bytes_received_total",

@@ -53,7 +53,9 @@
 //! The dedupe window (`--dedupe-window`) prunes keys older than the window; the
 //! checkpoint lag is bounded by `--roll-interval`, far below any sane window.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use foldhash::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -137,7 +139,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("writer".into())
         .spawn(move || {
-            let checkpoint = db.checkpoint().unwrap_or(0);
+            let checkpoint = read_checkpoint(&db);
             let mut w = Writer {
                 cfg,
                 log,
@@ -147,13 +149,28 @@ pub fn spawn(
                 metrics,
                 status,
                 open: HashMap::new(),
-                pending: HashSet::new(),
-                committed_in_chunk: HashSet::new(),
+                pending: HashSet::default(),
+                committed_in_chunk: HashSet::default(),
                 checkpoint,
                 last_partition: PartitionCache::default(),
             };
             w.run();
         })
+}
+
+/// The stored checkpoint, retried until it can be read: starting from 0 instead
+/// would be correct (everything below the real checkpoint is deduped) but could
+/// replay a whole retained log.
+fn read_checkpoint(db: &StateDb) -> u64 {
+    loop {
+        match db.checkpoint() {
+            Ok(c) => return c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the log checkpoint; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -218,12 +235,10 @@ impl Writer {
                 last_tick = Instant::now();
                 self.roll_expired(reader.as_ref());
                 self.advance_idle(reader.as_ref());
-                let pos = reader.position();
                 self.metrics.log_lag_records.store(
                     self.log.durable_end().saturating_sub(self.checkpoint),
                     Ordering::Relaxed,
                 );
-                let _ = pos;
                 self.metrics
                     .log_lag_bytes
                     .store(self.log.lag_bytes(), Ordering::Relaxed);
@@ -263,11 +278,16 @@ impl Writer {
         // `committed_in_chunk` remembers them.
         self.committed_in_chunk.clear();
         let known = self.lookup_many(&keys);
+        let mut events = 0;
         for (((offset, record), key), known) in chunk.into_iter().zip(keys).zip(known) {
             if let (Record::Event(ev), Some(key)) = (record, key) {
                 self.handle(offset, ev, key, known, reader);
+                events += 1;
             }
         }
+        self.metrics
+            .events_read
+            .fetch_add(events, Ordering::Relaxed);
     }
 
     fn lookup_many(&self, keys: &[Option<MessageKey>]) -> Vec<bool> {

@@ -120,6 +120,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.min_age
         )
     })?;
+    // Two compactions of one store would merge the same inputs twice.
+    let _lock = match store_config.data_dir.exists() {
+        true => Some(crate::dirlock::hold(&store_config.data_dir, "compact")?),
+        false => None,
+    };
     let sink = ObjectSink::open(&store_config)?;
     let state_file = store_config.data_dir.join(STATE_FILE);
     let state = if state_file.exists() {
@@ -188,12 +193,20 @@ pub async fn compact(
         .await
         .with_context(|| format!("cannot list objects under `{scope}`"))?;
     // Read after listing: see the module docs for why this order is safe.
+    // Objects with a pending rewrite (see `crate::rewrite`) are about to change too.
     let uncommitted: std::collections::HashSet<String> = match state {
         Some(db) => db
             .pending_intents()
             .context("cannot read the writer's pending intents")?
             .into_iter()
-            .map(|i| full_path(root, &i.path))
+            .map(|i| i.path)
+            .chain(
+                db.pending_rewrites()
+                    .context("cannot read pending rewrites")?
+                    .into_iter()
+                    .map(|(path, _)| path),
+            )
+            .map(|path| full_path(root, &path))
             .collect(),
         None => Default::default(),
     };

@@ -20,14 +20,13 @@
 //! the object's dedupe keys), then commit the keys and drop the intent in one
 //! transaction. A crash leaves at most an intent; the next `import` (or the server's
 //! start-up) settles it: if the object exists its keys are committed, else the intent is
-//! dropped and the re-run writes those events again. Never run two imports at once on
-//! the same data directory.
+//! dropped and the re-run writes those events again. Two imports cannot run at once on
+//! one data directory (`import.lock`); the second is refused with an error.
 //!
-//! `import` may run while the server runs (SQLite WAL), but dedupe against the server
-//! only covers events the writer has already *committed*: an event that is, at that
-//! moment, both in the import and in the writer's open buffer can be stored twice. So
-//! import data that the server is not receiving at the same time, or stop the server
-//! (SIGTERM commits everything) before importing an export of its own objects.
+//! `import` may run while the server runs (SQLite WAL). An event that is at that
+//! moment both in the import and in the writer's open (uncommitted) object passes
+//! both lookups; whichever commits second finds its key taken and removes its copy
+//! again ([`crate::rewrite`]), so it is still stored once.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
@@ -76,6 +75,9 @@ pub struct ImportReport {
     pub objects: u64,
     /// Intents of an earlier interrupted import settled at start.
     pub settled: u64,
+    /// Events removed again from imported objects because the server (or an
+    /// earlier import) committed them first (counted in `duplicates` too).
+    pub raced: u64,
 }
 
 /// Runs `ingest-server import` and prints a summary.
@@ -92,6 +94,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
+    let _lock = crate::dirlock::hold(&config.data_dir, "import")?;
     let sink = ObjectSink::open(&config)?;
     let db = StateDb::open(&config.data_dir).with_context(|| {
         format!(
@@ -116,8 +119,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     importer.flush_all().await?;
     let r = &importer.report;
     println!(
-        "import: {} events imported into {} objects, {} duplicates skipped, {} invalid lines, {} interrupted objects settled",
-        r.imported, r.objects, r.duplicates, r.invalid, r.settled
+        "import: {} events imported into {} objects, {} duplicates skipped ({} of them stored by the server meanwhile), {} invalid lines, {} interrupted objects settled",
+        r.imported, r.objects, r.duplicates, r.raced, r.invalid, r.settled
     );
     if r.invalid > 0 {
         bail!(
@@ -154,8 +157,7 @@ impl Importer<'_> {
             .pending_intents()
             .context("cannot read pending intents")?;
         for intent in intents {
-            let base = intent.path.rsplit('/').next().unwrap_or(&intent.path);
-            if !base.starts_with("i-") {
+            if !is_import_object(&intent.path) {
                 continue; // the writer's: it settles them itself at start
             }
             match self.sink.get(&intent.path).await? {
@@ -166,17 +168,20 @@ impl Importer<'_> {
                     let (keys, _) = crate::writer::keys_of(&events).map_err(anyhow::Error::msg)?;
                     // An interrupted upload may not have finished its fsyncs.
                     self.sink.make_durable(&intent.path).await?;
-                    self.db.commit_object(&ObjectCommit {
+                    let taken = self.db.commit_object(&ObjectCommit {
                         path: &intent.path,
                         keys: &keys,
                         seen_at_ms: now_ms(),
                         checkpoint: None,
                     })?;
+                    self.report.raced +=
+                        crate::rewrite::apply(self.sink, &self.db, &intent.path, &taken).await?;
                 }
                 None => self.db.abandon_intent(&intent.path)?,
             }
             self.report.settled += 1;
         }
+        self.report.raced += crate::rewrite::settle(self.sink, &self.db, is_import_object).await?;
         Ok(())
     }
 
@@ -320,7 +325,8 @@ impl Importer<'_> {
             .put(&path, bytes)
             .await
             .with_context(|| format!("cannot upload {path}; re-run import to retry"))?;
-        self.db
+        let taken = self
+            .db
             .commit_object(&ObjectCommit {
                 path: &path,
                 keys: &open.keys,
@@ -331,10 +337,20 @@ impl Importer<'_> {
         for key in &open.keys {
             self.seen.remove(key);
         }
-        self.report.imported += open.keys.len() as u64;
+        let raced = crate::rewrite::apply(self.sink, &self.db, &path, &taken)
+            .await
+            .with_context(|| format!("cannot rewrite {path}; re-run import to finish it"))?;
+        self.report.raced += raced;
+        self.report.duplicates += raced;
+        self.report.imported += open.keys.len() as u64 - raced;
         self.report.objects += 1;
         Ok(())
     }
+}
+
+/// Objects `import` writes are named `i-<hash>-<count>.<ext>`.
+fn is_import_object(path: &str) -> bool {
+    path.rsplit('/').next().unwrap_or(path).starts_with("i-")
 }
 
 fn now_ms() -> i64 {

@@ -15,11 +15,13 @@
 pub mod api;
 pub mod compact;
 pub mod config;
+pub mod dirlock;
 pub mod event;
 pub mod format;
 pub mod import;
 pub mod log;
 pub mod metrics;
+pub mod rewrite;
 pub mod server;
 pub mod sink;
 pub mod state;

@@ -32,6 +32,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let data_dir = cfg.store.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let _lock = crate::dirlock::hold(&data_dir, "server")?;
     let keys = if cfg.write_keys.is_empty() {
         generated_key(&data_dir)?
     } else {

@@ -168,6 +168,8 @@ impl StateDb {
                  path TEXT PRIMARY KEY, first INTEGER NOT NULL, last INTEGER NOT NULL,
                  created_at INTEGER NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS rewrites (
+                 path TEXT PRIMARY KEY, keys BLOB NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS idempotency (
                  key TEXT PRIMARY KEY, seen_at INTEGER NOT NULL, status INTEGER NOT NULL,
                  body BLOB NOT NULL) WITHOUT ROWID;",
@@ -268,19 +270,38 @@ impl StateDb {
     }
 
     /// Commits a durable object atomically: dedupe keys, intent removal, checkpoint.
-    pub fn commit_object(&mut self, commit: &ObjectCommit<'_>) -> rusqlite::Result<()> {
+    ///
+    /// Returns the keys that were already in the index: another process (`import`
+    /// beside the server, or the other way round) committed those events first,
+    /// after this one's lookup. The same transaction records a rewrite of `path`
+    /// without them ([`StateDb::pending_rewrites`]), which the caller then carries
+    /// out ([`crate::rewrite`]): of two racing copies, the one committed second is
+    /// removed, so each event stays stored once.
+    pub fn commit_object(
+        &mut self,
+        commit: &ObjectCommit<'_>,
+    ) -> rusqlite::Result<Vec<MessageKey>> {
         let tx = self.conn.transaction()?;
+        let mut taken = Vec::new();
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO dedupe(key, seen_at) VALUES(?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET seen_at = max(seen_at, excluded.seen_at)",
+                "INSERT INTO dedupe(key, seen_at) VALUES(?1, ?2) ON CONFLICT(key) DO NOTHING",
             )?;
             // Insert in key order: each B-tree page is visited once per run of
             // keys instead of once per key.
             let mut sorted = commit.keys.to_vec();
             sorted.sort_unstable();
             for key in &sorted {
-                ins.execute(params![&key[..], commit.seen_at_ms])?;
+                if ins.execute(params![&key[..], commit.seen_at_ms])? == 0 {
+                    taken.push(*key);
+                }
+            }
+            if !taken.is_empty() {
+                tx.execute(
+                    "INSERT INTO rewrites(path, keys) VALUES(?1, ?2)
+                     ON CONFLICT(path) DO UPDATE SET keys = keys || excluded.keys",
+                    params![commit.path, taken.concat()],
+                )?;
             }
             tx.execute("DELETE FROM intents WHERE path = ?1", [commit.path])?;
             if let Some(c) = commit.checkpoint {
@@ -291,7 +312,31 @@ impl StateDb {
                 )?;
             }
         }
-        tx.commit()
+        tx.commit()?;
+        Ok(taken)
+    }
+
+    /// Objects that still hold events another process committed first, with
+    /// those events' keys (see [`StateDb::commit_object`]).
+    pub fn pending_rewrites(&self) -> rusqlite::Result<Vec<(String, Vec<MessageKey>)>> {
+        let mut st = self.conn.prepare("SELECT path, keys FROM rewrites")?;
+        let rows = st.query_map([], |r| {
+            let path: String = r.get(0)?;
+            let blob: Vec<u8> = r.get(1)?;
+            let keys = blob
+                .chunks_exact(16)
+                .filter_map(|c| MessageKey::try_from(c).ok())
+                .collect();
+            Ok((path, keys))
+        })?;
+        rows.collect()
+    }
+
+    /// Marks the rewrite of `path` done.
+    pub fn finish_rewrite(&self, path: &str) -> rusqlite::Result<()> {
+        self.conn
+            .execute("DELETE FROM rewrites WHERE path = ?1", [path])?;
+        Ok(())
     }
 
     /// Stores idempotency answers (first answer for a key wins).

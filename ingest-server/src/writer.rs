@@ -431,15 +431,19 @@ impl Writer {
             .unwrap_or(u64::MAX)
             .min(reader.position());
         let seen = obj.max_received_ms;
+        let mut taken = Vec::new();
         self.retry("commit", |w| {
-            w.db.commit_object(&ObjectCommit {
-                path: &path,
-                keys: &obj.keys,
-                seen_at_ms: seen,
-                checkpoint: Some(checkpoint),
-            })
-            .map_err(|e| e.to_string())
+            taken =
+                w.db.commit_object(&ObjectCommit {
+                    path: &path,
+                    keys: &obj.keys,
+                    seen_at_ms: seen,
+                    checkpoint: Some(checkpoint),
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(())
         });
+        self.rewrite(&path, &taken);
         self.status.sink_healthy.store(true, Ordering::Release);
         // Exact count is refreshed by `prune`; in between, count what we add.
         self.metrics.dedupe_ids.fetch_add(events, Ordering::Relaxed);
@@ -475,7 +479,34 @@ impl Writer {
         }
     }
 
-    /// Settles intents left by a crash (see the module docs).
+    /// Removes from a just-committed object the events `import` committed first
+    /// (see [`crate::rewrite`]).
+    fn rewrite(&mut self, path: &str, taken: &[MessageKey]) {
+        if taken.is_empty() {
+            return;
+        }
+        let mut removed = 0;
+        self.retry("rewrite", |w| {
+            removed =
+                w.rt.block_on(crate::rewrite::apply(w.sink.as_ref(), &w.db, path, taken))
+                    .map_err(|e| format!("{e:#}"))?;
+            Ok(())
+        });
+        self.count_removed(removed);
+    }
+
+    fn count_removed(&self, removed: u64) {
+        self.metrics
+            .events_written
+            .fetch_sub(removed, Ordering::Relaxed);
+        self.metrics
+            .events_duplicate
+            .fetch_add(removed, Ordering::Relaxed);
+    }
+
+    /// Settles the writer's intents and rewrites left by a crash (see the module
+    /// docs). Intents and rewrites of `import` objects are `import`'s to settle: it
+    /// may be running right now.
     fn recover_intents(&mut self) {
         let intents = loop {
             match self.db.pending_intents() {
@@ -486,9 +517,21 @@ impl Writer {
                 }
             }
         };
-        for intent in intents {
-            self.settle(&intent);
+        for intent in intents.iter().filter(|i| is_writer_object(&i.path)) {
+            self.settle(intent);
         }
+        let mut removed = 0;
+        self.retry("settle rewrites", |w| {
+            removed =
+                w.rt.block_on(crate::rewrite::settle(
+                    w.sink.as_ref(),
+                    &w.db,
+                    is_writer_object,
+                ))
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(())
+        });
+        self.count_removed(removed);
     }
 
     fn settle(&mut self, intent: &Intent) {
@@ -514,18 +557,22 @@ impl Writer {
         match decoded {
             Ok((keys, seen)) => {
                 tracing::info!(%path, events = keys.len(), "re-committing an object uploaded before a crash");
+                let mut taken = Vec::new();
                 self.retry("re-commit", |w| {
                     // The crash may have hit before the upload's fsyncs finished.
                     w.rt.block_on(w.sink.make_durable(&path))
                         .map_err(|e| e.to_string())?;
-                    w.db.commit_object(&ObjectCommit {
-                        path: &path,
-                        keys: &keys,
-                        seen_at_ms: seen,
-                        checkpoint: None,
-                    })
-                    .map_err(|e| e.to_string())
+                    taken =
+                        w.db.commit_object(&ObjectCommit {
+                            path: &path,
+                            keys: &keys,
+                            seen_at_ms: seen,
+                            checkpoint: None,
+                        })
+                        .map_err(|e| e.to_string())?;
+                    Ok(())
                 });
+                self.rewrite(&path, &taken);
             }
             Err(e) => {
                 tracing::warn!(%path, error = %e, "uncommitted object unreadable: deleting it; its events will be replayed");

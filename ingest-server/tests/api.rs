@@ -581,3 +581,24 @@ fn overload_gets_429_with_retry_after() {
         s.send("/v1/batch", &json!({"batch": [track("o2")]})).status == 200
     });
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let s = Server::start(&data, &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ingest-server"))
+        .args(["--listen", "127.0.0.1:0", "--write-key", "k", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("another `ingest-server` is running on the data directory")
+            && text.contains("server.lock"),
+        "{text}"
+    );
+    // The first one is unharmed.
+    assert_eq!(s.get("/health").unwrap().0, 200);
+}

@@ -182,3 +182,174 @@ fn import_skips_events_the_server_already_stored() {
     let objects = read_dir_objects(&data.join("objects"));
     assert_exactly_once(&all, objects.iter().flat_map(|(_, e)| e));
 }
+
+fn server_args(roll_interval: &str) -> Vec<String> {
+    ["--roll-interval", roll_interval, "--roll-bytes", "1MiB"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Lines as the server would store them: `source` set, so import keys them alike.
+fn lines_for(ids: &[String], padding: &str) -> Vec<Value> {
+    ids.iter()
+        .map(|id| {
+            let mut e = track(id, padding);
+            e["source"] = json!(SOURCE);
+            e
+        })
+        .collect()
+}
+
+fn post_ids(server: &Server, ids: &[String]) {
+    for chunk in ids.chunks(100) {
+        let events: Vec<Value> = chunk.iter().map(|id| track(id, "srv")).collect();
+        server.post_batch(&events);
+    }
+}
+
+/// `import` commits events the server holds in an open (uncommitted) object: the
+/// writer's commit then finds their keys taken and removes them from its object.
+#[test]
+fn import_beside_a_live_server_wins_the_race_and_the_writer_removes_its_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A long roll interval: the server's events stay in an open object.
+    let mut server = Server::start(&data, &server_args("10m"), &[]);
+    let race: Vec<String> = (0..300).map(|i| format!("race-{i}")).collect();
+    post_ids(&server, &race);
+    let new: Vec<String> = (0..100).map(|i| format!("imp-{i}")).collect();
+    let file = dir.path().join("race.ndjson");
+    write_lines(
+        &file,
+        &lines_for(&race.iter().chain(&new).cloned().collect::<Vec<_>>(), "imp"),
+        false,
+    );
+    let (ok, out) = import(&data, "ndjson", &[&file]);
+    assert!(ok, "{out}");
+    assert!(out.contains("400 events imported"), "{out}");
+    // SIGTERM rolls the open object; its commit finds the 300 keys taken.
+    assert!(server.terminate().success(), "{}", server.log_tail());
+    let objects = read_dir_objects(&data.join("objects"));
+    let all: Vec<String> = race.iter().chain(&new).cloned().collect();
+    assert_exactly_once(&all, objects.iter().flat_map(|(_, e)| e));
+    // The import's copies were kept (committed first); the writer's were removed.
+    for (name, events) in &objects {
+        let base = name.rsplit('/').next().unwrap();
+        assert!(
+            base.starts_with("i-") || events.is_empty(),
+            "{name} still holds {} events",
+            events.len()
+        );
+    }
+    assert!(
+        server
+            .log_tail()
+            .contains("removed events another process stored first"),
+        "{}",
+        server.log_tail()
+    );
+}
+
+/// The other order: `import` looks the events up before the server commits them
+/// and commits after, so the import removes its own copies. The import reads a
+/// FIFO, which makes the interleaving exact: lines in, server rolls, then EOF.
+#[test]
+fn import_beside_a_live_server_loses_the_race_and_removes_its_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &server_args("10m"), &[]);
+    let race: Vec<String> = (0..300).map(|i| format!("late-{i}")).collect();
+    post_ids(&server, &race);
+    let fifo = dir.path().join("late.ndjson");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let import = {
+        let data = data.display().to_string();
+        let fifo = fifo.display().to_string();
+        std::thread::spawn(move || {
+            run_cli(&["import", "--data-dir", &data, "--source", "imp", &fifo])
+        })
+    };
+    let mut pipe = std::fs::File::options().write(true).open(&fifo).unwrap();
+    let new: Vec<String> = (0..50).map(|i| format!("late-new-{i}")).collect();
+    for e in lines_for(&race.iter().chain(&new).cloned().collect::<Vec<_>>(), "imp") {
+        writeln!(pipe, "{e}").unwrap();
+    }
+    pipe.flush().unwrap();
+    // Give import time to read and look up every line (none is committed yet).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // The server commits its copies now.
+    assert!(server.terminate().success(), "{}", server.log_tail());
+    drop(pipe); // EOF: import writes and commits its object, finding 300 keys taken.
+    let (ok, out) = import.join().unwrap();
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("300 of them stored by the server meanwhile"),
+        "{out}"
+    );
+    assert!(out.contains("50 events imported"), "{out}");
+    let objects = read_dir_objects(&data.join("objects"));
+    let all: Vec<String> = race.iter().chain(&new).cloned().collect();
+    assert_exactly_once(&all, objects.iter().flat_map(|(_, e)| e));
+}
+
+/// SIGKILL `import` at several points of a long run, re-run it each time, and
+/// finish: every line is stored exactly once, and a last run imports nothing.
+#[test]
+fn import_killed_at_random_points_then_rerun_stores_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("big.ndjson.gz");
+    // 4 partitions (hours) so several objects are open and rolled (1 MiB) at once.
+    let ids: Vec<String> = (0..60_000).map(|i| format!("k-{i:06}")).collect();
+    let events: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut e = event(Some(id), i);
+            e["receivedAt"] = json!(format!("2026-11-20T1{}:15:00.000Z", i % 4));
+            e["properties"]["pad"] = json!(format!("{i:x}").repeat(8));
+            e
+        })
+        .collect();
+    write_lines(&file, &events, true);
+    let bin = env!("CARGO_BIN_EXE_ingest-server");
+    let data_s = data.display().to_string();
+    let file_s = file.display().to_string();
+    let args = [
+        "import",
+        "--data-dir",
+        &data_s,
+        "--source",
+        "imp",
+        "--roll-bytes",
+        "1MiB",
+        &file_s,
+    ];
+    let mut killed = 0;
+    for delay_ms in [150u64, 400, 700, 1000, 1500] {
+        let mut child = std::process::Command::new(bin)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            signal(child.id(), "KILL");
+            killed += 1;
+        }
+        let _ = child.wait();
+    }
+    assert!(killed >= 2, "import finished too fast to be killed mid-run");
+    let (ok, out) = run_cli(&args);
+    assert!(ok, "{out}");
+    let objects = read_dir_objects(&data.join("objects"));
+    assert_exactly_once(&ids, objects.iter().flat_map(|(_, e)| e));
+    let (ok, out) = run_cli(&args);
+    assert!(ok && out.contains(" 0 events imported"), "{out}");
+}

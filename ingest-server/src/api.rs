@@ -23,12 +23,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::config::Config;
-use crate::event::{Endpoint, Prepared, prepare};
+use crate::event::{Endpoint, Prepared, RequestError, prepare};
 use crate::log::{Broker, IdempotencyRecord, Record, lock};
 use crate::metrics::Metrics;
+use crate::rawjson;
 use crate::sink::Sink;
 use crate::state::StateDb;
 use crate::writer::WriterStatus;
@@ -178,8 +179,9 @@ async fn ingest_inner(s: &Arc<AppState>, req: Request, endpoint: Endpoint) -> Re
             "the request body is empty; send a JSON object such as {\"batch\":[...]}",
         );
     }
-    let value: Value = match serde_json::from_slice(&decoded) {
-        Ok(v) => v,
+    // Parsed one level deep (a batch's items two): nested values stay raw bytes.
+    let body = match rawjson::Body::parse(&decoded, endpoint == Endpoint::Batch) {
+        Ok(b) => b,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -192,7 +194,7 @@ async fn ingest_inner(s: &Arc<AppState>, req: Request, endpoint: Endpoint) -> Re
             );
         }
     };
-    let Some(source) = authenticate(s, &parts.headers, &value) else {
+    let Some(source) = authenticate(s, &parts.headers, body.write_key().as_deref()) else {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -211,10 +213,16 @@ async fn ingest_inner(s: &Arc<AppState>, req: Request, endpoint: Endpoint) -> Re
         None => None,
     };
     let received = chrono::Utc::now();
-    let prepared = match prepare(endpoint, value, &source, received, s.cfg.max_event_bytes) {
+    let prepared = match prepare(endpoint, &body, &source, received, s.cfg.max_event_bytes) {
         Ok(p) => p,
+        Err(e @ RequestError::Malformed { .. }) => {
+            return error(StatusCode::BAD_REQUEST, "malformed_json", &e.to_string());
+        }
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
     };
+    // The records own their bytes: free the request body before waiting on the log.
+    drop(body);
+    drop(decoded);
     commit(s, prepared, idem, received.timestamp_millis()).await
 }
 
@@ -357,7 +365,7 @@ fn decode_body(s: &AppState, headers: &HeaderMap, raw: Vec<u8>) -> Result<Vec<u8
     }
 }
 
-fn authenticate(s: &AppState, headers: &HeaderMap, body: &Value) -> Option<String> {
+fn authenticate(s: &AppState, headers: &HeaderMap, body_key: Option<&str>) -> Option<String> {
     let from_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -372,11 +380,7 @@ fn authenticate(s: &AppState, headers: &HeaderMap, body: &Value) -> Option<Strin
         })
         .and_then(|raw| String::from_utf8(raw).ok())
         .map(|userpass| userpass.split(':').next().unwrap_or("").to_string());
-    let key = from_header.or_else(|| {
-        body.get("writeKey")
-            .and_then(|k| k.as_str())
-            .map(str::to_owned)
-    })?;
+    let key = from_header.or_else(|| body_key.map(str::to_owned))?;
     s.keys.get(&key).cloned()
 }
 

@@ -11,12 +11,21 @@
 //!   `receivedAt − (sentAt − originalTimestamp)` when both are known, else the
 //!   client's timestamp, else `receivedAt`;
 //! * `source`: the source name of the write key. The write key is never stored.
+//!
+//! The body is never built into a `serde_json::Value` tree: each event is parsed
+//! one level deep ([`crate::rawjson`]) and written out as compact JSON straight
+//! from the raw bytes of its members. Of duplicate keys the last one wins.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::ops::Range;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use crate::log::EventRecord;
+use crate::rawjson::{self, Batch, Body, Fields, Kind, MAX_DEPTH, Root, ScanError, Shallow};
 
 /// Which endpoint a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,159 +66,494 @@ pub enum RequestError {
     /// `batch` is missing or not an array.
     #[error("`batch` must be an array of events, e.g. {{\"batch\":[{{\"type\":\"track\",...}}]}}")]
     NoBatch,
+    /// JSON that serde_json's skipping let through but its full parse refuses (a
+    /// lone surrogate escape, a number out of range, too deep nesting).
+    #[error(
+        "malformed JSON at line {line} column {column}: {reason} at line {line} column {column}"
+    )]
+    Malformed {
+        /// 1-based line in the body.
+        line: usize,
+        /// 1-based column in the body.
+        column: usize,
+        /// serde_json's wording.
+        reason: &'static str,
+    },
+}
+
+/// Nesting left for a value with `n` containers around it.
+const fn depth_under(n: usize) -> usize {
+    MAX_DEPTH - n
 }
 
 /// Normalises, validates and enriches every item of a request.
 pub fn prepare(
     endpoint: Endpoint,
-    body: Value,
+    body: &Body<'_>,
     source: &str,
     received: DateTime<Utc>,
     max_event_bytes: usize,
 ) -> Result<Prepared, RequestError> {
-    let Value::Object(mut body) = body else {
-        return Err(RequestError::NotObject);
-    };
-    body.remove("writeKey");
-    let (items, context, integrations, sent_at) = match endpoint {
-        Endpoint::Batch => {
-            let Some(Value::Array(items)) = body.remove("batch") else {
-                return Err(RequestError::NoBatch);
-            };
-            (
-                items,
-                body.remove("context"),
-                body.remove("integrations"),
-                body.remove("sentAt"),
-            )
+    let (fields, batch) = match &body.root {
+        Root::Object { fields, batch } => (fields, batch),
+        Root::Array(elements) => {
+            check_all(body, elements.iter().copied(), depth_under(1))?;
+            return Err(RequestError::NotObject);
         }
-        Endpoint::Single(kind) => {
-            body.insert("type".into(), Value::String(kind.into()));
-            (vec![Value::Object(body)], None, None, None)
-        }
+        Root::Scalar => return Err(RequestError::NotObject),
     };
     let received_str = received.to_rfc3339_opts(SecondsFormat::Millis, true);
-    let batch_sent = sent_at.as_ref().and_then(|v| v.as_str()).map(str::to_owned);
+    let mut shared = Shared {
+        body,
+        context: None,
+        integrations: None,
+        sent_at: None,
+        forced_type: None,
+        source,
+        received,
+        received_str: &received_str,
+        max_event_bytes,
+    };
+    let mut scratch = Scratch::default();
     let mut out = Prepared::default();
-    for (index, item) in items.into_iter().enumerate() {
-        let ctx = Shared {
-            context: context.as_ref(),
-            integrations: integrations.as_ref(),
-            sent_at: batch_sent.as_deref(),
-            source,
-            received,
-            received_str: &received_str,
-            max_event_bytes,
-        };
-        match prepare_one(item, &ctx) {
-            Ok(record) => out.records.push(record),
-            Err(reason) => out.rejected.push(Rejection { index, reason }),
+    match endpoint {
+        Endpoint::Batch => {
+            // Members that are not stored are still checked: the full parse refused
+            // them too.
+            check_all(
+                body,
+                fields.iter().filter_map(|(k, v)| {
+                    (!matches!(k.as_ref(), "context" | "integrations")).then_some(*v)
+                }),
+                depth_under(1),
+            )?;
+            shared.context = TopObject::new(body, rawjson::last(fields, "context"))?;
+            shared.integrations = TopObject::new(body, rawjson::last(fields, "integrations"))?;
+            shared.sent_at = rawjson::last(fields, "sentAt")
+                .and_then(|v| rawjson::string(v.get()).map(|s| (s, v.get())));
+            let items = match batch {
+                Some(Batch::Items(items)) => items,
+                Some(Batch::NotArray(other)) => {
+                    check_shallow(body, other, depth_under(2))?;
+                    return Err(RequestError::NoBatch);
+                }
+                None => return Err(RequestError::NoBatch),
+            };
+            for (index, item) in items.iter().enumerate() {
+                let result = match item {
+                    Shallow::Object(ev) => prepare_one(ev, depth_under(3), &shared, &mut scratch)?,
+                    other => {
+                        check_shallow(body, other, depth_under(3))?;
+                        Err("event must be a JSON object".into())
+                    }
+                };
+                push(&mut out, index, result);
+            }
+        }
+        Endpoint::Single(kind) => {
+            shared.forced_type = Some(kind);
+            let result = prepare_one(fields, depth_under(1), &shared, &mut scratch)?;
+            push(&mut out, 0, result);
         }
     }
     Ok(out)
+}
+
+fn push(out: &mut Prepared, index: usize, result: Result<EventRecord, String>) {
+    match result {
+        Ok(record) => out.records.push(record),
+        Err(reason) => out.rejected.push(Rejection { index, reason }),
+    }
+}
+
+/// Runs [`rawjson::minify`]'s checks on values that are not stored.
+fn check_all<'a>(
+    body: &Body<'_>,
+    values: impl Iterator<Item = &'a RawValue>,
+    depth: usize,
+) -> Result<(), RequestError> {
+    let mut sink = Vec::new();
+    for v in values {
+        sink.clear();
+        rawjson::minify(v.get(), &mut sink, depth).map_err(|e| malformed(body, v.get(), e))?;
+    }
+    Ok(())
+}
+
+/// Checks the raw parts of a value parsed one level deep, `depth` being what is
+/// left for its members.
+fn check_shallow(body: &Body<'_>, v: &Shallow<'_>, depth: usize) -> Result<(), RequestError> {
+    match v {
+        Shallow::Object(fields) => check_all(body, fields.iter().map(|(_, v)| *v), depth),
+        Shallow::Array(elements) => check_all(body, elements.iter().copied(), depth),
+        Shallow::Scalar => Ok(()),
+    }
+}
+
+fn malformed(body: &Body<'_>, raw: &str, e: ScanError) -> RequestError {
+    let (line, column) = body.line_column(body.position(raw, e.offset));
+    RequestError::Malformed {
+        line,
+        column,
+        reason: e.reason,
+    }
 }
 
 /// Room for the fields enrichment adds to an event (`receivedAt`, `timestamp`,
 /// `originalTimestamp`, `sentAt`, `source`): a capacity hint, not a limit.
 const ENRICHED_BYTES: usize = 256;
 
+/// A top-level `context` or `integrations` object, members compacted once per
+/// request (duplicates resolved, the last wins).
+struct TopObject<'a> {
+    members: Vec<(Cow<'a, str>, Range<usize>)>,
+    values: Vec<u8>,
+}
+
+impl<'a> TopObject<'a> {
+    /// `None` when absent or not an object (then it is ignored, as before).
+    fn new(body: &Body<'a>, raw: Option<&'a RawValue>) -> Result<Option<Self>, RequestError> {
+        let Some(raw) = raw else { return Ok(None) };
+        if rawjson::kind(raw.get()) != Kind::Object {
+            check_all(body, std::iter::once(raw), depth_under(1))?;
+            return Ok(None);
+        }
+        let Ok(Shallow::Object(fields)) = serde_json::from_str::<Shallow<'a>>(raw.get()) else {
+            return Ok(None);
+        };
+        let shadowed = shadowed(&fields);
+        let mut top = TopObject {
+            members: Vec::with_capacity(fields.len()),
+            values: Vec::with_capacity(raw.get().len()),
+        };
+        for ((k, v), hidden) in fields.into_iter().zip(shadowed) {
+            let start = top.values.len();
+            rawjson::minify(v.get(), &mut top.values, depth_under(2))
+                .map_err(|e| malformed(body, v.get(), e))?;
+            if hidden {
+                top.values.truncate(start);
+            } else {
+                top.members.push((k, start..top.values.len()));
+            }
+        }
+        Ok(Some(top))
+    }
+
+    fn len(&self) -> usize {
+        self.values.len() + self.members.iter().map(|(k, _)| k.len() + 8).sum::<usize>()
+    }
+}
+
+/// For each member, whether a later member has the same key (serde_json keeps
+/// the last). Quadratic for the usual handful of keys, hashed beyond.
+fn shadowed(fields: &[(Cow<'_, str>, &RawValue)]) -> Vec<bool> {
+    if fields.len() <= 32 {
+        return fields
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| {
+                fields
+                    .get(i + 1..)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|(k2, _)| k2 == k)
+            })
+            .collect();
+    }
+    let mut seen = HashSet::with_capacity(fields.len());
+    let mut out: Vec<bool> = fields
+        .iter()
+        .rev()
+        .map(|(k, _)| !seen.insert(k.as_ref()))
+        .collect();
+    out.reverse();
+    out
+}
+
 struct Shared<'a> {
-    context: Option<&'a Value>,
-    integrations: Option<&'a Value>,
-    sent_at: Option<&'a str>,
+    body: &'a Body<'a>,
+    context: Option<TopObject<'a>>,
+    integrations: Option<TopObject<'a>>,
+    /// The batch's `sentAt` when it is a string: content and JSON text.
+    sent_at: Option<(Cow<'a, str>, &'a str)>,
+    /// Single-event endpoints: the endpoint's type replaces the event's.
+    forced_type: Option<&'static str>,
     source: &'a str,
     received: DateTime<Utc>,
     received_str: &'a str,
     max_event_bytes: usize,
 }
 
-fn prepare_one(item: Value, s: &Shared<'_>) -> Result<EventRecord, String> {
-    let size = json_len(&item);
-    let Value::Object(mut ev) = item else {
-        return Err("event must be a JSON object".into());
-    };
+/// Buffers reused from event to event of a request.
+#[derive(Default)]
+struct Scratch {
+    /// Compacted member values, back to back.
+    values: Vec<u8>,
+    /// Each member's range in `values`.
+    spans: Vec<Range<usize>>,
+}
+
+/// One event: its members and their compacted values.
+struct Event<'e, 'a> {
+    fields: &'e [(Cow<'a, str>, &'a RawValue)],
+    values: &'e [u8],
+    spans: &'e [Range<usize>],
+}
+
+impl<'a> Event<'_, 'a> {
+    /// Index of the member named `key` (the last one).
+    fn index(&self, key: &str) -> Option<usize> {
+        self.fields.iter().rposition(|(k, _)| k == key)
+    }
+
+    /// Raw text of the member named `key`.
+    fn get(&self, key: &str) -> Option<&'a str> {
+        rawjson::last(self.fields, key).map(RawValue::get)
+    }
+
+    fn kind(&self, key: &str) -> Option<Kind> {
+        self.get(key).map(rawjson::kind)
+    }
+
+    fn string(&self, key: &str) -> Option<Cow<'a, str>> {
+        self.get(key).and_then(rawjson::string)
+    }
+
+    /// Compacted value of member `i`.
+    fn value(&self, i: usize) -> &[u8] {
+        self.spans
+            .get(i)
+            .and_then(|r| self.values.get(r.clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// Prepares one event; the outer error refuses the whole request (malformed JSON),
+/// the inner one refuses the event.
+fn prepare_one(
+    fields: &Fields<'_>,
+    depth: usize,
+    s: &Shared<'_>,
+    sc: &mut Scratch,
+) -> Result<Result<EventRecord, String>, RequestError> {
+    sc.values.clear();
+    sc.spans.clear();
+    // The size as compact JSON: braces, commas, keys, colons and compacted values.
+    let mut size = 2 + fields.len().saturating_sub(1);
+    for (k, v) in fields {
+        let start = sc.values.len();
+        rawjson::minify(v.get(), &mut sc.values, depth)
+            .map_err(|e| malformed(s.body, v.get(), e))?;
+        sc.spans.push(start..sc.values.len());
+        size += rawjson::str_len(k) + 1 + (sc.values.len() - start);
+    }
     if size > s.max_event_bytes {
-        return Err(format!(
+        return Ok(Err(format!(
             "event is {size} bytes, over the {}-byte limit; send less in properties/traits",
             s.max_event_bytes
-        ));
+        )));
     }
-    ev.remove("writeKey");
-    merge_object(&mut ev, "context", s.context)?;
-    merge_object(&mut ev, "integrations", s.integrations)?;
-    validate(&ev)?;
-    let message_id = match ev.get("messageId") {
-        None | Some(Value::Null) => {
-            let id = uuid::Uuid::now_v7().to_string();
-            ev.insert("messageId".into(), Value::String(id.clone()));
-            id
-        }
-        Some(Value::String(id)) if !id.is_empty() && id.len() <= 256 => id.clone(),
-        Some(_) => {
-            return Err("`messageId` must be a non-empty string of at most 256 characters".into());
-        }
+    let ev = Event {
+        fields,
+        values: &sc.values,
+        spans: &sc.spans,
     };
-    enrich(&mut ev, s)?;
-    // Sized once: the item plus what enrichment adds (times, source), instead of
-    // the serializer regrowing the buffer several times per event.
-    let mut json = Vec::with_capacity(size + ENRICHED_BYTES);
-    serde_json::to_writer(&mut json, &ev).map_err(|e| format!("cannot encode event: {e}"))?;
+    Ok(build(&ev, size, s))
+}
+
+/// What to do with the event's `context` or `integrations`.
+enum Merge {
+    /// Leave the member as it is (or absent).
+    Keep,
+    /// Write the top-level object, merged under the event's own object if any.
+    Write,
+}
+
+fn plan_merge(
+    ev: &Event<'_, '_>,
+    field: &str,
+    top: Option<&TopObject<'_>>,
+) -> Result<Merge, String> {
+    match ev.kind(field) {
+        None | Some(Kind::Null) | Some(Kind::Object) => Ok(if top.is_some() {
+            Merge::Write
+        } else {
+            Merge::Keep
+        }),
+        Some(_) => Err(format!("`{field}` must be an object")),
+    }
+}
+
+fn build(ev: &Event<'_, '_>, size: usize, s: &Shared<'_>) -> Result<EventRecord, String> {
+    let context = plan_merge(ev, "context", s.context.as_ref())?;
+    let integrations = plan_merge(ev, "integrations", s.integrations.as_ref())?;
+    validate(ev, s.forced_type)?;
+    let (message_id, generated) = match ev.kind("messageId") {
+        None | Some(Kind::Null) => (uuid::Uuid::now_v7().to_string(), true),
+        Some(Kind::String) => match ev.string("messageId") {
+            Some(id) if !id.is_empty() && id.len() <= 256 => (id.into_owned(), false),
+            _ => return Err(MESSAGE_ID.into()),
+        },
+        Some(_) => return Err(MESSAGE_ID.into()),
+    };
+    // Enrichment (see the module docs).
+    let ts = parse_time(ev.get("timestamp"), "timestamp")?;
+    let batch_sent = match (ev.kind("sentAt"), &s.sent_at) {
+        (None | Some(Kind::Null), Some(batch)) => Some(batch),
+        _ => None,
+    };
+    let sent = match batch_sent {
+        Some((_, raw)) => parse_time(Some(raw), "sentAt")?,
+        None => parse_time(ev.get("sentAt"), "sentAt")?,
+    };
+    let corrected = match (ts, sent) {
+        (Some(ts), Some(sent)) => s.received - (sent - ts),
+        (Some(ts), None) => ts,
+        (None, _) => s.received,
+    };
+    let original = ev.index("timestamp");
+
+    let extra = [&s.context, &s.integrations]
+        .iter()
+        .filter_map(|t| t.as_ref().map(TopObject::len))
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size + ENRICHED_BYTES + extra);
+    out.push(b'{');
+    let shadowed = shadowed(ev.fields);
+    for (i, ((k, _), hidden)) in ev.fields.iter().zip(shadowed).enumerate() {
+        let dropped = match k.as_ref() {
+            "writeKey" | "timestamp" | "receivedAt" | "source" => true,
+            "context" => matches!(context, Merge::Write),
+            "integrations" => matches!(integrations, Merge::Write),
+            "messageId" => generated,
+            "sentAt" => batch_sent.is_some(),
+            "originalTimestamp" => original.is_some(),
+            "type" => s.forced_type.is_some(),
+            _ => false,
+        };
+        if !dropped && !hidden {
+            member(&mut out, k, ev.value(i));
+        }
+    }
+    for (field, plan, top) in [
+        ("context", &context, &s.context),
+        ("integrations", &integrations, &s.integrations),
+    ] {
+        if let (Merge::Write, Some(top)) = (plan, top) {
+            write_merged(&mut out, field, ev.get(field), top)?;
+        }
+    }
+    if let Some(kind) = s.forced_type {
+        member_str(&mut out, "type", kind);
+    }
+    if generated {
+        member_str(&mut out, "messageId", &message_id);
+    }
+    if let Some((_, raw)) = batch_sent {
+        member(&mut out, "sentAt", raw.as_bytes());
+    }
+    if let Some(i) = original {
+        member(&mut out, "originalTimestamp", ev.value(i));
+    }
+    let corrected = corrected.to_rfc3339_opts(SecondsFormat::Millis, true);
+    member_str(&mut out, "timestamp", &corrected);
+    member_str(&mut out, "receivedAt", s.received_str);
+    member_str(&mut out, "source", s.source);
+    out.push(b'}');
     Ok(EventRecord {
         received_at_ms: s.received.timestamp_millis(),
         source: s.source.to_string(),
         message_id,
-        json,
+        json: out,
     })
 }
 
-/// Merges a top-level object into the item's field of the same name.
-fn merge_object(
-    ev: &mut Map<String, Value>,
-    field: &str,
-    top: Option<&Value>,
-) -> Result<(), String> {
-    match ev.get_mut(field) {
-        None | Some(Value::Null) => {
-            if let Some(Value::Object(top)) = top {
-                ev.insert(field.into(), Value::Object(top.clone()));
-            }
-        }
-        Some(Value::Object(own)) => {
-            if let Some(Value::Object(top)) = top {
-                for (k, v) in top {
-                    own.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
-        }
-        Some(_) => return Err(format!("`{field}` must be an object")),
+const MESSAGE_ID: &str = "`messageId` must be a non-empty string of at most 256 characters";
+
+/// Appends `"key":value` (with a comma unless first in the object).
+fn member(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    if out.last() != Some(&b'{') {
+        out.push(b',');
     }
+    rawjson::write_str(out, key);
+    out.push(b':');
+    out.extend_from_slice(value);
+}
+
+fn member_str(out: &mut Vec<u8>, key: &str, value: &str) {
+    member(out, key, b"");
+    rawjson::write_str(out, value);
+}
+
+/// Writes `field`: the event's own object (if any) with the top-level members it
+/// lacks added (one level deep: the event's keys win).
+fn write_merged(
+    out: &mut Vec<u8>,
+    field: &str,
+    own: Option<&str>,
+    top: &TopObject<'_>,
+) -> Result<(), String> {
+    member(out, field, b"{");
+    let own_fields = match own.map(serde_json::from_str::<Shallow<'_>>) {
+        Some(Ok(Shallow::Object(fields))) => fields,
+        Some(Err(e)) => return Err(format!("cannot encode event: {e}")),
+        _ => Vec::new(),
+    };
+    for (k, v) in &own_fields {
+        // Already checked when the event was measured: this only compacts.
+        let mut value = Vec::with_capacity(v.get().len());
+        rawjson::minify(v.get(), &mut value, MAX_DEPTH)
+            .map_err(|e| format!("cannot encode event: {e}"))?;
+        member(out, k, &value);
+    }
+    let many = own_fields.len() * top.members.len() > 1024;
+    let own_keys: HashSet<&str> = if many {
+        own_fields.iter().map(|(k, _)| k.as_ref()).collect()
+    } else {
+        HashSet::new()
+    };
+    for (k, range) in &top.members {
+        let present = if many {
+            own_keys.contains(k.as_ref())
+        } else {
+            own_fields.iter().any(|(o, _)| o == k)
+        };
+        if !present {
+            member(out, k, top.values.get(range.clone()).unwrap_or_default());
+        }
+    }
+    out.push(b'}');
     Ok(())
 }
 
-fn non_empty_id(ev: &Map<String, Value>, field: &str) -> bool {
-    match ev.get(field) {
-        Some(Value::String(s)) => !s.trim().is_empty(),
-        Some(Value::Number(_)) => true,
+fn non_empty_id(ev: &Event<'_, '_>, field: &str) -> bool {
+    match ev.kind(field) {
+        Some(Kind::String) => ev.string(field).is_some_and(|s| !s.trim().is_empty()),
+        Some(Kind::Number) => true,
         _ => false,
     }
 }
 
-fn validate(ev: &Map<String, Value>) -> Result<(), String> {
-    let kind = match ev.get("type") {
-        Some(Value::String(t)) if TYPES.contains(&t.as_str()) => t.as_str(),
-        Some(Value::String(t)) => {
+fn validate(ev: &Event<'_, '_>, forced_type: Option<&'static str>) -> Result<(), String> {
+    let ty = match forced_type {
+        Some(kind) => Some(Cow::Borrowed(kind)),
+        None => ev.string("type"),
+    };
+    let kind = match (ty, ev.kind("type")) {
+        (Some(t), _) if TYPES.contains(&t.as_ref()) => t,
+        (Some(t), _) => {
             return Err(format!(
                 "unknown type `{t}`; use track, identify, page, screen, group or alias"
             ));
         }
-        Some(_) => return Err("`type` must be a string".into()),
-        None => {
+        (None, Some(_)) => return Err("`type` must be a string".into()),
+        (None, None) => {
             return Err("missing `type`; use track, identify, page, screen, group or alias".into());
         }
     };
     for field in ["userId", "anonymousId"] {
-        if let Some(v) = ev.get(field)
-            && !matches!(v, Value::String(_) | Value::Number(_) | Value::Null)
+        if let Some(k) = ev.kind(field)
+            && !matches!(k, Kind::String | Kind::Number | Kind::Null)
         {
             return Err(format!("`{field}` must be a string"));
         }
@@ -218,15 +562,15 @@ fn validate(ev: &Map<String, Value>) -> Result<(), String> {
         return Err("missing `userId` or `anonymousId`; every event needs one of them".into());
     }
     for field in ["properties", "traits"] {
-        if let Some(v) = ev.get(field)
-            && !matches!(v, Value::Object(_) | Value::Null)
+        if let Some(k) = ev.kind(field)
+            && !matches!(k, Kind::Object | Kind::Null)
         {
             return Err(format!("`{field}` must be an object"));
         }
     }
-    match kind {
-        "track" => match ev.get("event") {
-            Some(Value::String(e)) if !e.trim().is_empty() => {}
+    match kind.as_ref() {
+        "track" => match ev.string("event") {
+            Some(e) if !e.trim().is_empty() => {}
             _ => return Err("track needs `event`, a non-empty string naming the action".into()),
         },
         "group" if !non_empty_id(ev, "groupId") => {
@@ -245,72 +589,313 @@ fn validate(ev: &Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_time(ev: &Map<String, Value>, field: &str) -> Result<Option<DateTime<Utc>>, String> {
-    match ev.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(t)) => DateTime::parse_from_rfc3339(t)
+/// Parses a raw member as a date: absent or null is `None`.
+fn parse_time(raw: Option<&str>, field: &str) -> Result<Option<DateTime<Utc>>, String> {
+    let Some(raw) = raw else { return Ok(None) };
+    match rawjson::kind(raw) {
+        Kind::Null => Ok(None),
+        Kind::String => rawjson::string(raw)
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
             .map(|d| Some(d.with_timezone(&Utc)))
-            .map_err(|_| {
+            .ok_or_else(|| {
                 format!("`{field}` must be an ISO-8601 date such as 2024-01-02T03:04:05.678Z")
             }),
-        Some(_) => Err(format!("`{field}` must be an ISO-8601 date string")),
+        _ => Err(format!("`{field}` must be an ISO-8601 date string")),
     }
-}
-
-fn enrich(ev: &mut Map<String, Value>, s: &Shared<'_>) -> Result<(), String> {
-    let ts = parse_time(ev, "timestamp")?;
-    if ev.get("sentAt").is_none_or(Value::is_null)
-        && let Some(batch) = s.sent_at
-    {
-        ev.insert("sentAt".into(), Value::String(batch.to_owned()));
-    }
-    let sent = parse_time(ev, "sentAt")?;
-    let corrected = match (ts, sent) {
-        (Some(ts), Some(sent)) => s.received - (sent - ts),
-        (Some(ts), None) => ts,
-        (None, _) => s.received,
-    };
-    if let Some(orig) = ev.remove("timestamp") {
-        ev.insert("originalTimestamp".into(), orig);
-    }
-    ev.insert(
-        "timestamp".into(),
-        Value::String(corrected.to_rfc3339_opts(SecondsFormat::Millis, true)),
-    );
-    ev.insert(
-        "receivedAt".into(),
-        Value::String(s.received_str.to_owned()),
-    );
-    ev.insert("source".into(), Value::String(s.source.to_owned()));
-    Ok(())
-}
-
-/// Bytes of `v` as compact JSON, without allocating.
-fn json_len(v: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len();
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    /// The previous, `Value`-based implementation: the oracle the shallow path is
+    /// checked against.
+    #[allow(dead_code, clippy::all)]
+    mod oracle {
+        use chrono::{DateTime, SecondsFormat, Utc};
+        use serde_json::{Map, Value};
+
+        use super::super::{Endpoint, Prepared, Rejection, RequestError, TYPES};
+        use crate::log::EventRecord;
+
+        /// Normalises, validates and enriches every item of a request.
+        pub fn prepare(
+            endpoint: Endpoint,
+            body: Value,
+            source: &str,
+            received: DateTime<Utc>,
+            max_event_bytes: usize,
+        ) -> Result<Prepared, RequestError> {
+            let Value::Object(mut body) = body else {
+                return Err(RequestError::NotObject);
+            };
+            body.remove("writeKey");
+            let (items, context, integrations, sent_at) = match endpoint {
+                Endpoint::Batch => {
+                    let Some(Value::Array(items)) = body.remove("batch") else {
+                        return Err(RequestError::NoBatch);
+                    };
+                    (
+                        items,
+                        body.remove("context"),
+                        body.remove("integrations"),
+                        body.remove("sentAt"),
+                    )
+                }
+                Endpoint::Single(kind) => {
+                    body.insert("type".into(), Value::String(kind.into()));
+                    (vec![Value::Object(body)], None, None, None)
+                }
+            };
+            let received_str = received.to_rfc3339_opts(SecondsFormat::Millis, true);
+            let batch_sent = sent_at.as_ref().and_then(|v| v.as_str()).map(str::to_owned);
+            let mut out = Prepared::default();
+            for (index, item) in items.into_iter().enumerate() {
+                let ctx = Shared {
+                    context: context.as_ref(),
+                    integrations: integrations.as_ref(),
+                    sent_at: batch_sent.as_deref(),
+                    source,
+                    received,
+                    received_str: &received_str,
+                    max_event_bytes,
+                };
+                match prepare_one(item, &ctx) {
+                    Ok(record) => out.records.push(record),
+                    Err(reason) => out.rejected.push(Rejection { index, reason }),
+                }
+            }
+            Ok(out)
+        }
+
+        /// Room for the fields enrichment adds to an event (`receivedAt`, `timestamp`,
+        /// `originalTimestamp`, `sentAt`, `source`): a capacity hint, not a limit.
+        const ENRICHED_BYTES: usize = 256;
+
+        struct Shared<'a> {
+            context: Option<&'a Value>,
+            integrations: Option<&'a Value>,
+            sent_at: Option<&'a str>,
+            source: &'a str,
+            received: DateTime<Utc>,
+            received_str: &'a str,
+            max_event_bytes: usize,
+        }
+
+        fn prepare_one(item: Value, s: &Shared<'_>) -> Result<EventRecord, String> {
+            let size = json_len(&item);
+            let Value::Object(mut ev) = item else {
+                return Err("event must be a JSON object".into());
+            };
+            if size > s.max_event_bytes {
+                return Err(format!(
+                    "event is {size} bytes, over the {}-byte limit; send less in properties/traits",
+                    s.max_event_bytes
+                ));
+            }
+            ev.remove("writeKey");
+            merge_object(&mut ev, "context", s.context)?;
+            merge_object(&mut ev, "integrations", s.integrations)?;
+            validate(&ev)?;
+            let message_id = match ev.get("messageId") {
+                None | Some(Value::Null) => {
+                    let id = uuid::Uuid::now_v7().to_string();
+                    ev.insert("messageId".into(), Value::String(id.clone()));
+                    id
+                }
+                Some(Value::String(id)) if !id.is_empty() && id.len() <= 256 => id.clone(),
+                Some(_) => {
+                    return Err(
+                        "`messageId` must be a non-empty string of at most 256 characters".into(),
+                    );
+                }
+            };
+            enrich(&mut ev, s)?;
+            // Sized once: the item plus what enrichment adds (times, source), instead of
+            // the serializer regrowing the buffer several times per event.
+            let mut json = Vec::with_capacity(size + ENRICHED_BYTES);
+            serde_json::to_writer(&mut json, &ev)
+                .map_err(|e| format!("cannot encode event: {e}"))?;
+            Ok(EventRecord {
+                received_at_ms: s.received.timestamp_millis(),
+                source: s.source.to_string(),
+                message_id,
+                json,
+            })
+        }
+
+        /// Merges a top-level object into the item's field of the same name.
+        fn merge_object(
+            ev: &mut Map<String, Value>,
+            field: &str,
+            top: Option<&Value>,
+        ) -> Result<(), String> {
+            match ev.get_mut(field) {
+                None | Some(Value::Null) => {
+                    if let Some(Value::Object(top)) = top {
+                        ev.insert(field.into(), Value::Object(top.clone()));
+                    }
+                }
+                Some(Value::Object(own)) => {
+                    if let Some(Value::Object(top)) = top {
+                        for (k, v) in top {
+                            own.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                    }
+                }
+                Some(_) => return Err(format!("`{field}` must be an object")),
+            }
+            Ok(())
+        }
+
+        fn non_empty_id(ev: &Map<String, Value>, field: &str) -> bool {
+            match ev.get(field) {
+                Some(Value::String(s)) => !s.trim().is_empty(),
+                Some(Value::Number(_)) => true,
+                _ => false,
+            }
+        }
+
+        fn validate(ev: &Map<String, Value>) -> Result<(), String> {
+            let kind = match ev.get("type") {
+                Some(Value::String(t)) if TYPES.contains(&t.as_str()) => t.as_str(),
+                Some(Value::String(t)) => {
+                    return Err(format!(
+                        "unknown type `{t}`; use track, identify, page, screen, group or alias"
+                    ));
+                }
+                Some(_) => return Err("`type` must be a string".into()),
+                None => {
+                    return Err(
+                        "missing `type`; use track, identify, page, screen, group or alias".into(),
+                    );
+                }
+            };
+            for field in ["userId", "anonymousId"] {
+                if let Some(v) = ev.get(field)
+                    && !matches!(v, Value::String(_) | Value::Number(_) | Value::Null)
+                {
+                    return Err(format!("`{field}` must be a string"));
+                }
+            }
+            if !non_empty_id(ev, "userId") && !non_empty_id(ev, "anonymousId") {
+                return Err(
+                    "missing `userId` or `anonymousId`; every event needs one of them".into(),
+                );
+            }
+            for field in ["properties", "traits"] {
+                if let Some(v) = ev.get(field)
+                    && !matches!(v, Value::Object(_) | Value::Null)
+                {
+                    return Err(format!("`{field}` must be an object"));
+                }
+            }
+            match kind {
+                "track" => match ev.get("event") {
+                    Some(Value::String(e)) if !e.trim().is_empty() => {}
+                    _ => {
+                        return Err(
+                            "track needs `event`, a non-empty string naming the action".into()
+                        );
+                    }
+                },
+                "group" if !non_empty_id(ev, "groupId") => {
+                    return Err("group needs `groupId`".into());
+                }
+                "alias" => {
+                    if !non_empty_id(ev, "previousId") {
+                        return Err("alias needs `previousId` (the old id)".into());
+                    }
+                    if !non_empty_id(ev, "userId") {
+                        return Err("alias needs `userId` (the new id)".into());
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+
+        fn parse_time(
+            ev: &Map<String, Value>,
+            field: &str,
+        ) -> Result<Option<DateTime<Utc>>, String> {
+            match ev.get(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(t)) => DateTime::parse_from_rfc3339(t)
+                    .map(|d| Some(d.with_timezone(&Utc)))
+                    .map_err(|_| {
+                        format!(
+                            "`{field}` must be an ISO-8601 date such as 2024-01-02T03:04:05.678Z"
+                        )
+                    }),
+                Some(_) => Err(format!("`{field}` must be an ISO-8601 date string")),
+            }
+        }
+
+        fn enrich(ev: &mut Map<String, Value>, s: &Shared<'_>) -> Result<(), String> {
+            let ts = parse_time(ev, "timestamp")?;
+            if ev.get("sentAt").is_none_or(Value::is_null)
+                && let Some(batch) = s.sent_at
+            {
+                ev.insert("sentAt".into(), Value::String(batch.to_owned()));
+            }
+            let sent = parse_time(ev, "sentAt")?;
+            let corrected = match (ts, sent) {
+                (Some(ts), Some(sent)) => s.received - (sent - ts),
+                (Some(ts), None) => ts,
+                (None, _) => s.received,
+            };
+            if let Some(orig) = ev.remove("timestamp") {
+                ev.insert("originalTimestamp".into(), orig);
+            }
+            ev.insert(
+                "timestamp".into(),
+                Value::String(corrected.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            );
+            ev.insert(
+                "receivedAt".into(),
+                Value::String(s.received_str.to_owned()),
+            );
+            ev.insert("source".into(), Value::String(s.source.to_owned()));
+            Ok(())
+        }
+
+        /// Bytes of `v` as compact JSON, without allocating.
+        fn json_len(v: &Value) -> usize {
+            struct Count(usize);
+            impl std::io::Write for Count {
+                fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                    self.0 += b.len();
+                    Ok(b.len())
+                }
+                fn flush(&mut self) -> std::io::Result<()> {
+                    Ok(())
+                }
+            }
+            let mut c = Count(0);
+            let _ = serde_json::to_writer(&mut c, v);
+            c.0
+        }
+    }
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2024-01-01T12:00:10Z")
             .unwrap()
             .with_timezone(&Utc)
+    }
+
+    fn run(
+        endpoint: Endpoint,
+        body: &[u8],
+        max: usize,
+    ) -> Result<Result<Prepared, RequestError>, serde_json::Error> {
+        let parsed = Body::parse(body, endpoint == Endpoint::Batch)?;
+        Ok(prepare(endpoint, &parsed, "ios", now(), max))
+    }
+
+    fn prep(endpoint: Endpoint, body: &Value, max: usize) -> Result<Prepared, RequestError> {
+        run(endpoint, &serde_json::to_vec(body).unwrap(), max).unwrap()
     }
 
     #[test]
@@ -328,7 +913,7 @@ mod tests {
                 "str"
             ]
         });
-        let p = prepare(Endpoint::Batch, body, "ios", now(), 32 * 1024).unwrap();
+        let p = prep(Endpoint::Batch, &body, 32 * 1024).unwrap();
         assert_eq!(p.records.len(), 1);
         let idx: Vec<usize> = p.rejected.iter().map(|r| r.index).collect();
         assert_eq!(idx, vec![1, 2, 3, 4, 5]);
@@ -346,18 +931,316 @@ mod tests {
 
     #[test]
     fn single_and_limits() {
-        let p = prepare(
+        let p = prep(
             Endpoint::Single("group"),
-            json!({"anonymousId": "a", "groupId": "g", "messageId": "m1"}),
-            "s",
-            now(),
+            &json!({"anonymousId": "a", "groupId": "g", "messageId": "m1"}),
             100,
         )
         .unwrap();
         assert_eq!(p.records[0].message_id, "m1");
         let big = json!({"batch": [{"type": "track", "event": "e", "userId": "u", "properties": {"x": "y".repeat(200)}}]});
-        let p = prepare(Endpoint::Batch, big, "s", now(), 100).unwrap();
+        let p = prep(Endpoint::Batch, &big, 100).unwrap();
         assert!(p.rejected[0].reason.contains("over the 100-byte limit"));
-        assert!(prepare(Endpoint::Batch, json!({"batch": 3}), "s", now(), 100).is_err());
+        assert!(prep(Endpoint::Batch, &json!({"batch": 3}), 100).is_err());
+    }
+
+    /// Old and new agree on `body`: the same request error, or the same refused
+    /// events and stored JSON that parses back to the same value.
+    fn same(endpoint: Endpoint, body: &[u8]) {
+        let max = 1 << 20;
+        let old = serde_json::from_slice::<Value>(body)
+            .map(|v| oracle::prepare(endpoint, v, "ios", now(), max));
+        let new = run(endpoint, body, max);
+        let text = String::from_utf8_lossy(body);
+        match (old, new) {
+            (Err(_), Err(_)) | (Err(_), Ok(Err(RequestError::Malformed { .. }))) => {}
+            (Ok(Err(o)), Ok(Err(n))) => assert_eq!(o.to_string(), n.to_string(), "{text}"),
+            (Ok(Ok(o)), Ok(Ok(n))) => {
+                assert_eq!(o.rejected, n.rejected, "{text}");
+                assert_eq!(o.records.len(), n.records.len(), "{text}");
+                for (o, n) in o.records.iter().zip(&n.records) {
+                    assert!(!n.json.contains(&b'\n'), "{text}");
+                    let mut ov: Value = serde_json::from_slice(&o.json).unwrap();
+                    let mut nv: Value = serde_json::from_slice(&n.json).unwrap();
+                    assert_eq!(nv["messageId"], n.message_id.as_str(), "{text}");
+                    if o.message_id != n.message_id {
+                        // Both generated one (UUID v7): ids differ run to run.
+                        for id in [&o.message_id, &n.message_id] {
+                            assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
+                        }
+                        ov["messageId"] = Value::Null;
+                        nv["messageId"] = Value::Null;
+                    }
+                    assert!(equal(&ov, &nv), "{text}\nold {ov}\nnew {nv}");
+                    assert_eq!((&o.source, o.received_at_ms), (&n.source, n.received_at_ms));
+                }
+            }
+            (o, n) => panic!("differ on {text}: old {o:?}, new {n:?}"),
+        }
+    }
+
+    /// Equal values, floats within a rounding step: the old path stored serde_json's
+    /// re-serialisation of a float, whose parse (not correctly rounded without
+    /// `float_roundtrip`) can differ in the last bit from the parse of the client's
+    /// text, which the new path stores.
+    fn equal(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                x == y || (x - y).abs() <= x.abs().max(y.abs()) * 4.0 * f64::EPSILON
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| equal(x, y))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equal(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+
+    const VARIED: &str = r#"{
+        "writeKey": "secret", "sentAt": "2024-01-01T12:00:05Z",
+        "context": {"app": {"name": "a", "v": [1, 2.50, -0, 1e2, 1.5E-3]}, "os": "x", "os": "dup-last", "lib\u0041": "k"},
+        "integrations": {"All": true, "Amp": {"k": null}},
+        "unknown": [1, {"a": "b"}],
+        "batch": [
+            {"type": "track", "event": "E\n\"q\"", "userId": "u", "timestamp": "2024-01-01T12:00:00Z",
+             "context": {"os": "y", "nested": {"deep": [[["é", "😀", "\u00e9\ud83d\ude00", "\\", "\/"]]]}},
+             "properties": {"price": 12345678901234567890123, "n": -1.25e-7, "big": 1e300, "k\"ey": "v\tal", "": ""},
+             "writeKey": "inner-secret", "receivedAt": "client", "source": "client", "originalTimestamp": "o"},
+            {
+              "type"   :   "identify",
+              "userId" : 42 ,
+              "traits" : { "a" : [ 1 , 2 ] , "b" : { } , "c" : [ ] },
+              "messageId": null, "sentAt": null, "context": null, "integrations": {"Amp": false}
+            },
+            {"type": "page", "anonymousId": "a", "anonymousId": "b", "type": "screen", "name": "Home",
+             "timestamp": null, "originalTimestamp": "kept?", "messageId": "m-1", "messageId": "m-2"},
+            {"type": "group", "userId": "u", "groupId": 7, "sentAt": "2024-01-01T11:59:59.5+01:00",
+             "timestamp": "2024-01-01T10:59:58Z", "k\u0000ey": "\u0000", "tab\tkey": 1, "traits": null},
+            {"type": "alias", "userId": "u", "previousId": "p"},
+            {"type": "track", "userId": "u", "event": " "},
+            {"type": "track", "userId": {"no": 1}, "event": "E"},
+            {"type": "identify", "anonymousId": "   "},
+            {"type": "identify", "userId": "u", "properties": []},
+            {"type": "identify", "userId": "u", "context": "str"},
+            {"type": "identify", "userId": "u", "integrations": 3},
+            {"type": "identify", "userId": "u", "messageId": ""},
+            {"type": "identify", "userId": "u", "messageId": 5},
+            {"type": "identify", "userId": "u", "timestamp": 5},
+            {"type": "identify", "userId": "u", "timestamp": "yesterday"},
+            {"type": "identify", "userId": "u", "sentAt": "later"},
+            {"type": 7, "userId": "u"},
+            {"type": "nope", "userId": "u"},
+            {"type": "alias", "userId": "u"},
+            {"type": "alias", "previousId": "p", "anonymousId": "a"},
+            {"type": "group", "userId": "u", "groupId": ""},
+            {"userId": "u"},
+            [1, "two"], "str", 3, null, true
+        ]
+    }"#;
+
+    #[test]
+    fn same_as_the_value_based_path() {
+        same(Endpoint::Batch, VARIED.as_bytes());
+        let bodies: &[&str] = &[
+            r#"{"batch": []}"#,
+            r#"{"batch": [], "batch": [{"type": "track", "event": "e", "userId": "u"}]}"#,
+            r#"{"batch": [{"type": "track", "event": "e", "userId": "u"}], "batch": 1}"#,
+            r#"{"sentAt": 5, "context": "x", "integrations": [1], "batch": [{"type": "identify", "userId": "u", "context": {"a": 1}}]}"#,
+            r#"{"sentAt": "bad", "batch": [{"type": "identify", "userId": "u"}, {"type": "identify", "userId": "u", "sentAt": "2024-01-01T12:00:00Z"}]}"#,
+            r#"{"context": {}, "batch": [{"type": "identify", "userId": "u"}, {"type": "identify", "userId": "u", "context": {"a": 1, "a": 2}}]}"#,
+            r#"{"batch": {"type": "track"}}"#,
+            r#"{"nobatch": []}"#,
+            "[1, 2]",
+            "\"str\"",
+            "null",
+            r#"{"batch": [{"type": "track", "event": "e", "userId": "u", "\u00e9\ud83d\ude00": "\ud83d\ude00"}]}"#,
+        ];
+        for b in bodies {
+            same(Endpoint::Batch, b.as_bytes());
+        }
+        let singles: &[&str] = &[
+            r#"{"writeKey": "k", "userId": "u", "event": "E", "type": "identify", "context": {"a": 1}}"#,
+            r#"{"userId": "u"}"#,
+            r#"{"userId": "u", "batch": [1], "sentAt": null, "timestamp": "2024-01-01T11:00:00Z"}"#,
+            "  {\n\"userId\" :\r\n \"u\" , \"event\" : \"E\" }  \n",
+            "[]",
+        ];
+        for b in singles {
+            for kind in TYPES {
+                same(Endpoint::Single(kind), b.as_bytes());
+            }
+        }
+        // Pretty-printed input: the stored JSON has no newline.
+        let pretty =
+            serde_json::to_vec_pretty(&serde_json::from_str::<Value>(VARIED).unwrap()).unwrap();
+        same(Endpoint::Batch, &pretty);
+    }
+
+    #[test]
+    fn nesting_limit_matches() {
+        for depth in [120, 123, 124, 125, 126, 127, 128, 130] {
+            let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let batch = format!(
+                r#"{{"batch": [{{"type": "track", "event": "e", "userId": "u", "p": {deep}}}]}}"#
+            );
+            same(Endpoint::Batch, batch.as_bytes());
+            let item = format!(r#"{{"batch": [{deep}]}}"#);
+            same(Endpoint::Batch, item.as_bytes());
+            let ctx = format!(
+                r#"{{"context": {{"a": {deep}}}, "batch": [{{"type": "track", "event": "e", "userId": "u"}}]}}"#
+            );
+            same(Endpoint::Batch, ctx.as_bytes());
+            let other = format!(r#"{{"x": {deep}, "batch": []}}"#);
+            same(Endpoint::Batch, other.as_bytes());
+            let single = format!(r#"{{"userId": "u", "event": "e", "p": {deep}}}"#);
+            same(Endpoint::Single("track"), single.as_bytes());
+            same(Endpoint::Batch, deep.as_bytes());
+        }
+    }
+
+    #[test]
+    fn odd_inputs_never_panic_and_match() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep_obj = format!("{}1{}", r#"{"a":"#.repeat(100_000), "}".repeat(100_000));
+        let big_int = "9".repeat(400);
+        let odd: Vec<String> = vec![
+            format!(
+                r#"{{"batch": [{{"type": "track", "event": "e", "userId": "u", "p": {deep}}}]}}"#
+            ),
+            format!(
+                r#"{{"batch": [{{"type": "track", "event": "e", "userId": "u", "p": {deep_obj}}}]}}"#
+            ),
+            format!(r#"{{"batch": [{deep}]}}"#),
+            deep.clone(),
+            format!(
+                r#"{{"batch": [{{"type": "track", "event": "e", "userId": "u", "n": {big_int}}}]}}"#
+            ),
+            format!(
+                r#"{{"batch": [{{"type": "track", "event": "e", "userId": "u", "n": {big_int}.5}}]}}"#
+            ),
+        ];
+        for b in &odd {
+            same(Endpoint::Batch, b.as_bytes());
+        }
+        let values = [
+            "1e400",
+            "-1e400",
+            "1e-400",
+            "0e99999",
+            "1E+308",
+            "2e308",
+            "-0.0e-0",
+            "18446744073709551616",
+            "-9223372036854775809",
+            r#""\u0000""#,
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""\ud800\ud800""#,
+            r#""\ud800\u0041""#,
+            r#""\ud800\n""#,
+            r#""\ud800x""#,
+            r#""\ud83d\ude00""#,
+            r#""\uDBFF\uDFFF""#,
+            r#""\u""#,
+            r#""\uZZZZ""#,
+            r#""\x""#,
+        ];
+        for v in values {
+            for template in [
+                r#"{"batch": [{"type": "track", "event": "e", "userId": "u", "p": {"k": V}}]}"#,
+                r#"{"batch": [{"type": "track", "event": "e", "userId": "u", "p": V}]}"#,
+                r#"{"batch": [{"type": "track", "event": "e", "userId": "u", "p": {V: 1}}]}"#,
+                r#"{"batch": [{"type": "track", "event": "e", "userId": "u", V: 1}]}"#,
+                r#"{"batch": [{"type": "track", "event": "e", "userId": V}]}"#,
+                r#"{"batch": [[V]]}"#,
+                r#"{"batch": [V]}"#,
+                r#"{"batch": {"k": V}}"#,
+                r#"{"context": {"k": V}, "batch": []}"#,
+                r#"{"context": [V], "batch": []}"#,
+                r#"{"writeKey": V, "batch": []}"#,
+                r#"{"other": V, "batch": []}"#,
+                r#"[V]"#,
+            ] {
+                let body = template.replace('V', v);
+                same(Endpoint::Batch, body.as_bytes());
+                same(Endpoint::Single("track"), body.as_bytes());
+            }
+        }
+        // Invalid UTF-8 in every position of a small body.
+        let base = br#"{"context": {"a": "b"}, "batch": [{"type": "track", "event": "e", "userId": "u", "p": {"k": "v"}}]}"#;
+        for i in 0..base.len() {
+            for bad in [0xff_u8, 0xc3, 0x80] {
+                let mut b = base.to_vec();
+                b[i] = bad;
+                same(Endpoint::Batch, &b);
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_bodies_match() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let base = VARIED.as_bytes();
+        let alphabet = b"{}[]\",:\\ \n0123456789eE.-+udDcC8ntrf\x00\x1f\x7f";
+        for _ in 0..3000 {
+            let mut b = base.to_vec();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..b.len());
+                match rng.random_range(0..3) {
+                    0 => b[i] = alphabet[rng.random_range(0..alphabet.len())],
+                    1 => {
+                        b.remove(i);
+                    }
+                    _ => b.insert(i, alphabet[rng.random_range(0..alphabet.len())]),
+                }
+            }
+            same(Endpoint::Batch, &b);
+        }
+    }
+
+    #[test]
+    fn malformed_positions_point_into_the_body() {
+        let body = b"{\"batch\": [\n{\"type\": \"track\", \"event\": \"e\", \"userId\": \"u\",\n \"p\": [1e999, \"\\ud800\"]}]}";
+        match run(Endpoint::Batch, body, 1000).unwrap() {
+            Err(
+                e @ RequestError::Malformed {
+                    line: 3, column: 8, ..
+                },
+            ) => {
+                assert!(e.to_string().contains("number out of range"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let body = b"{\"batch\": [\n{\"type\": \"track\", \"event\": \"e\", \"userId\": \"u\",\n \"p\": \"\\udc00\"}]}";
+        match run(Endpoint::Batch, body, 1000).unwrap() {
+            Err(
+                e @ RequestError::Malformed {
+                    line: 3, column: 8, ..
+                },
+            ) => {
+                assert!(e.to_string().contains("lone leading surrogate"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn size_limit_counts_compact_bytes() {
+        let item = r#"{"type":"track","event":"e","userId":"u"}"#;
+        let spaced = "{ \"type\" : \"track\" ,\n \"event\" : \"e\" , \"userId\" : \"u\" }";
+        for (body, max, ok) in [
+            (item, item.len(), true),
+            (item, item.len() - 1, false),
+            (spaced, item.len(), true),
+            (spaced, item.len() - 1, false),
+        ] {
+            let b = format!(r#"{{"batch": [{body}]}}"#);
+            let p = run(Endpoint::Batch, b.as_bytes(), max).unwrap().unwrap();
+            assert_eq!(p.records.len() == 1, ok, "{body} {max}");
+        }
     }
 }

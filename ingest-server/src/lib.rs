@@ -21,6 +21,7 @@ pub mod format;
 pub mod import;
 pub mod log;
 pub mod metrics;
+pub mod rawjson;
 pub mod rewrite;
 pub mod server;
 pub mod sink;

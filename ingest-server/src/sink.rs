@@ -174,7 +174,17 @@ impl ObjectSink {
             {
                 b = b.with_region("us-east-1");
             }
-            let store = b.build()?;
+            // object_store's default retries one call for up to 3 minutes, during
+            // which the writer can neither report the outage (`/ready`, 503s) nor
+            // see recovery promptly. A short inner retry rides out blips; the
+            // writer's own loop retries outages for as long as they last.
+            let store = b
+                .with_retry(object_store::RetryConfig {
+                    backoff: object_store::BackoffConfig::default(),
+                    max_retries: 3,
+                    retry_timeout: std::time::Duration::from_secs(10),
+                })
+                .build()?;
             let root = prefix.trim_matches('/').to_string();
             return Ok(Self {
                 store: Arc::new(store),

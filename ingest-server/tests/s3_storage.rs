@@ -234,3 +234,184 @@ async fn compact_on_s3_keeps_every_event_once() {
     assert_eq!(after.len(), 1, "{text}");
     assert!(after[0].0.location.as_ref().contains("/c-"), "{text}");
 }
+
+/// A TCP forwarder to moto that can drop every connection ("S3 is down").
+struct Outage {
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    endpoint: String,
+}
+
+impl Outage {
+    fn start(target: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let target = target.trim_start_matches("http://").to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = up.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client); // connection reset: storage unreachable
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Outage { up, endpoint }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn metric(url: &str, name: &str) -> f64 {
+    let text = agent()
+        .get(format!("{url}/metrics"))
+        .call()
+        .map(|r| r.into_body().read_to_string().unwrap_or_default())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The writer starts while S3 is unreachable, with a crash's leftovers: log events
+/// not yet in objects, and an intent whose object was uploaded but not committed. It
+/// must not mistake "unreachable" for "absent" (which would drop the intent), must
+/// report the outage (`/ready` 503, sink errors), keep accepting into the log, and
+/// once S3 is back store every event exactly once, re-committing the intent's object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_starts_with_s3_down_and_recovers_exactly_once() {
+    let Some(venv) = venv("s3_storage::writer_starts_with_s3_down") else {
+        return;
+    };
+    let moto = Moto::start(&venv);
+    let bucket = "tributary-outage";
+    moto.create_bucket(bucket);
+    let outage = Outage::start(&moto.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = |roll: &str| -> Vec<String> {
+        [
+            "--storage",
+            &format!("s3://{bucket}/events"),
+            "--s3-endpoint",
+            &outage.endpoint,
+            "--roll-interval",
+            roll,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let ids = |prefix: &str, n: usize| -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}-{i}")).collect()
+    };
+    let batch = |ids: &[String]| -> Vec<serde_json::Value> {
+        ids.iter().map(|id| track(id, "o")).collect()
+    };
+
+    // 1. Events acked into the log, then SIGKILL before any object rolls.
+    let logged = ids("logged", 200);
+    {
+        let server = Server::start(&data, &args("10m"), S3_ENV);
+        server.post_batch(&batch(&logged[..100]));
+        server.post_batch(&batch(&logged[100..]));
+        signal(server.pid().unwrap(), "KILL");
+    }
+    // 2. An object uploaded but not committed when the crash hit: its intent.
+    let uploaded = ids("uploaded", 10);
+    let rel =
+        "source=formats/dt=2026-11-20/hour=10/00000000000000000000-00000000000000000009.ndjson.gz";
+    {
+        let db = ingest_server::state::StateDb::open(&data).unwrap();
+        let intent = ingest_server::state::Intent {
+            path: rel.into(),
+            first: 0,
+            last: 9,
+        };
+        db.record_intent(&intent, 0).unwrap();
+        let mut encoder = ingest_server::format::Format::Ndjson.encoder();
+        for id in &uploaded {
+            let mut e = track(id, "u");
+            e["source"] = serde_json::json!(SOURCE);
+            e["receivedAt"] = serde_json::json!("2026-11-20T10:00:00.000Z");
+            encoder.push(&e).unwrap();
+        }
+        use object_store::ObjectStoreExt;
+        moto.store(bucket)
+            .put(
+                &ObjectPath::from(format!("events/{rel}")),
+                encoder.finish().unwrap().into(),
+            )
+            .await
+            .unwrap();
+    }
+    // 3. S3 goes down; the server restarts into it.
+    outage.set_up(false);
+    let mut server = Server::start(&data, &args("1s"), S3_ENV);
+    wait_until("/ready to report the outage", 60, || {
+        agent()
+            .get(format!("{}/ready", server.url))
+            .call()
+            .ok()
+            .map(|r| r.status().as_u16())
+            == Some(503)
+    });
+    wait_until("sink errors to be counted", 60, || {
+        metric(&server.url, "ingest_sink_errors_total") >= 1.0
+    });
+    let during = ids("during", 100);
+    server.post_batch(&batch(&during)); // the log still takes events
+    assert_eq!(metric(&server.url, "ingest_events_written_total"), 0.0);
+    // 4. S3 is back: everything lands, and the server says it is ready again.
+    outage.set_up(true);
+    let expected: Vec<String> = logged
+        .iter()
+        .chain(&uploaded)
+        .chain(&during)
+        .cloned()
+        .collect();
+    wait_until("every event in S3", 90, || {
+        metric(&server.url, "ingest_events_written_total") as usize >= logged.len() + during.len()
+    });
+    wait_until("/ready", 30, || {
+        agent()
+            .get(format!("{}/ready", server.url))
+            .call()
+            .ok()
+            .map(|r| r.status().as_u16())
+            == Some(200)
+    });
+    // The re-committed object's keys are in the index: a resend is a duplicate.
+    server.post_batch(&batch(&uploaded));
+    assert!(server.terminate().success(), "{}", server.log_tail());
+    let store = moto.store(bucket);
+    let objects = read_objects(&store, Some(&ObjectPath::from("events"))).await;
+    assert_exactly_once(&expected, objects.iter().flat_map(|(_, e)| e));
+}

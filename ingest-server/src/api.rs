@@ -182,17 +182,7 @@ async fn ingest_inner(s: &Arc<AppState>, req: Request, endpoint: Endpoint) -> Re
     // Parsed one level deep (a batch's items two): nested values stay raw bytes.
     let body = match rawjson::Body::parse(&decoded, endpoint == Endpoint::Batch) {
         Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                &format!(
-                    "malformed JSON at line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            );
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, "malformed_json", &e.to_string()),
     };
     let Some(source) = authenticate(s, &parts.headers, body.write_key().as_deref()) else {
         return error(
@@ -215,7 +205,7 @@ async fn ingest_inner(s: &Arc<AppState>, req: Request, endpoint: Endpoint) -> Re
     let received = chrono::Utc::now();
     let prepared = match prepare(endpoint, &body, &source, received, s.cfg.max_event_bytes) {
         Ok(p) => p,
-        Err(e @ RequestError::Malformed { .. }) => {
+        Err(e @ RequestError::Malformed(_)) => {
             return error(StatusCode::BAD_REQUEST, "malformed_json", &e.to_string());
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),

@@ -66,19 +66,11 @@ pub enum RequestError {
     /// `batch` is missing or not an array.
     #[error("`batch` must be an array of events, e.g. {{\"batch\":[{{\"type\":\"track\",...}}]}}")]
     NoBatch,
-    /// JSON that serde_json's skipping let through but its full parse refuses (a
-    /// lone surrogate escape, a number out of range, too deep nesting).
-    #[error(
-        "malformed JSON at line {line} column {column}: {reason} at line {line} column {column}"
-    )]
-    Malformed {
-        /// 1-based line in the body.
-        line: usize,
-        /// 1-based column in the body.
-        column: usize,
-        /// serde_json's wording.
-        reason: &'static str,
-    },
+    /// Malformed JSON (also what serde_json's skipping let through but its full
+    /// parse refuses: a lone surrogate escape, a number out of range, too deep
+    /// nesting).
+    #[error("{0}")]
+    Malformed(#[from] rawjson::Malformed),
 }
 
 /// Nesting left for a value with `n` containers around it.
@@ -110,6 +102,11 @@ pub fn prepare(
         sent_at: None,
         forced_type: None,
         source,
+        source_json: {
+            let mut j = Vec::with_capacity(source.len() + 2);
+            rawjson::write_str(&mut j, source);
+            j
+        },
         received,
         received_str: &received_str,
         max_event_bytes,
@@ -191,12 +188,7 @@ fn check_shallow(body: &Body<'_>, v: &Shallow<'_>, depth: usize) -> Result<(), R
 }
 
 fn malformed(body: &Body<'_>, raw: &str, e: ScanError) -> RequestError {
-    let (line, column) = body.line_column(body.position(raw, e.offset));
-    RequestError::Malformed {
-        line,
-        column,
-        reason: e.reason,
-    }
+    RequestError::Malformed(body.scan_error(raw, e))
 }
 
 /// Room for the fields enrichment adds to an event (`receivedAt`, `timestamp`,
@@ -221,12 +213,13 @@ impl<'a> TopObject<'a> {
         let Ok(Shallow::Object(fields)) = serde_json::from_str::<Shallow<'a>>(raw.get()) else {
             return Ok(None);
         };
-        let shadowed = shadowed(&fields);
+        let mut hidden = Vec::new();
+        shadowed(&fields, &mut hidden);
         let mut top = TopObject {
             members: Vec::with_capacity(fields.len()),
             values: Vec::with_capacity(raw.get().len()),
         };
-        for ((k, v), hidden) in fields.into_iter().zip(shadowed) {
+        for ((k, v), hidden) in fields.into_iter().zip(hidden) {
             let start = top.values.len();
             rawjson::minify(v.get(), &mut top.values, depth_under(2))
                 .map_err(|e| malformed(body, v.get(), e))?;
@@ -246,28 +239,21 @@ impl<'a> TopObject<'a> {
 
 /// For each member, whether a later member has the same key (serde_json keeps
 /// the last). Quadratic for the usual handful of keys, hashed beyond.
-fn shadowed(fields: &[(Cow<'_, str>, &RawValue)]) -> Vec<bool> {
+fn shadowed(fields: &[(Cow<'_, str>, &RawValue)], out: &mut Vec<bool>) {
+    out.clear();
     if fields.len() <= 32 {
-        return fields
-            .iter()
-            .enumerate()
-            .map(|(i, (k, _))| {
-                fields
-                    .get(i + 1..)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|(k2, _)| k2 == k)
-            })
-            .collect();
+        out.extend(fields.iter().enumerate().map(|(i, (k, _))| {
+            fields
+                .get(i + 1..)
+                .unwrap_or_default()
+                .iter()
+                .any(|(k2, _)| k2 == k)
+        }));
+        return;
     }
     let mut seen = HashSet::with_capacity(fields.len());
-    let mut out: Vec<bool> = fields
-        .iter()
-        .rev()
-        .map(|(k, _)| !seen.insert(k.as_ref()))
-        .collect();
+    out.extend(fields.iter().rev().map(|(k, _)| !seen.insert(k.as_ref())));
     out.reverse();
-    out
 }
 
 struct Shared<'a> {
@@ -279,6 +265,8 @@ struct Shared<'a> {
     /// Single-event endpoints: the endpoint's type replaces the event's.
     forced_type: Option<&'static str>,
     source: &'a str,
+    /// `source` as a JSON string, escaped once per request.
+    source_json: Vec<u8>,
     received: DateTime<Utc>,
     received_str: &'a str,
     max_event_bytes: usize,
@@ -291,6 +279,29 @@ struct Scratch {
     values: Vec<u8>,
     /// Each member's range in `values`.
     spans: Vec<Range<usize>>,
+    /// Each member: whether a later member has the same key.
+    shadowed: Vec<bool>,
+}
+
+/// The members validation and enrichment look at, found in one pass.
+const KNOWN: [&str; 13] = [
+    "type",
+    "userId",
+    "anonymousId",
+    "properties",
+    "traits",
+    "event",
+    "groupId",
+    "previousId",
+    "messageId",
+    "timestamp",
+    "sentAt",
+    "context",
+    "integrations",
+];
+
+fn known_slot(key: &str) -> Option<usize> {
+    KNOWN.iter().position(|k| *k == key)
 }
 
 /// One event: its members and their compacted values.
@@ -298,17 +309,24 @@ struct Event<'e, 'a> {
     fields: &'e [(Cow<'a, str>, &'a RawValue)],
     values: &'e [u8],
     spans: &'e [Range<usize>],
+    shadowed: &'e [bool],
+    /// Index of the last member named `KNOWN[i]`.
+    known: [Option<usize>; KNOWN.len()],
 }
 
 impl<'a> Event<'_, 'a> {
     /// Index of the member named `key` (the last one).
     fn index(&self, key: &str) -> Option<usize> {
-        self.fields.iter().rposition(|(k, _)| k == key)
+        match known_slot(key) {
+            Some(slot) => self.known.get(slot).copied().flatten(),
+            None => self.fields.iter().rposition(|(k, _)| k == key),
+        }
     }
 
     /// Raw text of the member named `key`.
     fn get(&self, key: &str) -> Option<&'a str> {
-        rawjson::last(self.fields, key).map(RawValue::get)
+        let i = self.index(key)?;
+        self.fields.get(i).map(|(_, v)| v.get())
     }
 
     fn kind(&self, key: &str) -> Option<Kind> {
@@ -338,14 +356,18 @@ fn prepare_one(
 ) -> Result<Result<EventRecord, String>, RequestError> {
     sc.values.clear();
     sc.spans.clear();
+    let mut known = [None; KNOWN.len()];
     // The size as compact JSON: braces, commas, keys, colons and compacted values.
     let mut size = 2 + fields.len().saturating_sub(1);
-    for (k, v) in fields {
+    for (i, (k, v)) in fields.iter().enumerate() {
         let start = sc.values.len();
         rawjson::minify(v.get(), &mut sc.values, depth)
             .map_err(|e| malformed(s.body, v.get(), e))?;
         sc.spans.push(start..sc.values.len());
-        size += rawjson::str_len(k) + 1 + (sc.values.len() - start);
+        size += rawjson::key_len(k) + 1 + (sc.values.len() - start);
+        if let Some(slot) = known.get_mut(known_slot(k).unwrap_or(usize::MAX)) {
+            *slot = Some(i);
+        }
     }
     if size > s.max_event_bytes {
         return Ok(Err(format!(
@@ -353,10 +375,13 @@ fn prepare_one(
             s.max_event_bytes
         )));
     }
+    shadowed(fields, &mut sc.shadowed);
     let ev = Event {
         fields,
         values: &sc.values,
         spans: &sc.spans,
+        shadowed: &sc.shadowed,
+        known,
     };
     Ok(build(&ev, size, s))
 }
@@ -419,8 +444,7 @@ fn build(ev: &Event<'_, '_>, size: usize, s: &Shared<'_>) -> Result<EventRecord,
         .sum::<usize>();
     let mut out = Vec::with_capacity(size + ENRICHED_BYTES + extra);
     out.push(b'{');
-    let shadowed = shadowed(ev.fields);
-    for (i, ((k, _), hidden)) in ev.fields.iter().zip(shadowed).enumerate() {
+    for (i, ((k, _), &hidden)) in ev.fields.iter().zip(ev.shadowed).enumerate() {
         let dropped = match k.as_ref() {
             "writeKey" | "timestamp" | "receivedAt" | "source" => true,
             "context" => matches!(context, Merge::Write),
@@ -450,15 +474,15 @@ fn build(ev: &Event<'_, '_>, size: usize, s: &Shared<'_>) -> Result<EventRecord,
         member_str(&mut out, "messageId", &message_id);
     }
     if let Some((_, raw)) = batch_sent {
-        member(&mut out, "sentAt", raw.as_bytes());
+        member_static(&mut out, "sentAt", raw.as_bytes());
     }
     if let Some(i) = original {
-        member(&mut out, "originalTimestamp", ev.value(i));
+        member_static(&mut out, "originalTimestamp", ev.value(i));
     }
     let corrected = corrected.to_rfc3339_opts(SecondsFormat::Millis, true);
     member_str(&mut out, "timestamp", &corrected);
     member_str(&mut out, "receivedAt", s.received_str);
-    member_str(&mut out, "source", s.source);
+    member_static(&mut out, "source", &s.source_json);
     out.push(b'}');
     Ok(EventRecord {
         received_at_ms: s.received.timestamp_millis(),
@@ -471,17 +495,23 @@ fn build(ev: &Event<'_, '_>, size: usize, s: &Shared<'_>) -> Result<EventRecord,
 const MESSAGE_ID: &str = "`messageId` must be a non-empty string of at most 256 characters";
 
 /// Appends `"key":value` (with a comma unless first in the object).
-fn member(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+#[expect(clippy::ptr_arg, reason = "the variant matters: a borrowed key needs no escaping")]
+fn member(out: &mut Vec<u8>, key: &Cow<'_, str>, value: &[u8]) {
     if out.last() != Some(&b'{') {
         out.push(b',');
     }
-    rawjson::write_str(out, key);
+    rawjson::write_key(out, key);
     out.push(b':');
     out.extend_from_slice(value);
 }
 
-fn member_str(out: &mut Vec<u8>, key: &str, value: &str) {
-    member(out, key, b"");
+/// [`member`] for the server's own keys (plain ASCII, nothing to escape).
+fn member_static(out: &mut Vec<u8>, key: &'static str, value: &[u8]) {
+    member(out, &Cow::Borrowed(key), value);
+}
+
+fn member_str(out: &mut Vec<u8>, key: &'static str, value: &str) {
+    member_static(out, key, b"");
     rawjson::write_str(out, value);
 }
 
@@ -489,11 +519,11 @@ fn member_str(out: &mut Vec<u8>, key: &str, value: &str) {
 /// lacks added (one level deep: the event's keys win).
 fn write_merged(
     out: &mut Vec<u8>,
-    field: &str,
+    field: &'static str,
     own: Option<&str>,
     top: &TopObject<'_>,
 ) -> Result<(), String> {
-    member(out, field, b"{");
+    member_static(out, field, b"{");
     let own_fields = match own.map(serde_json::from_str::<Shallow<'_>>) {
         Some(Ok(Shallow::Object(fields))) => fields,
         Some(Err(e)) => return Err(format!("cannot encode event: {e}")),
@@ -889,7 +919,7 @@ mod tests {
         endpoint: Endpoint,
         body: &[u8],
         max: usize,
-    ) -> Result<Result<Prepared, RequestError>, serde_json::Error> {
+    ) -> Result<Result<Prepared, RequestError>, rawjson::Malformed> {
         let parsed = Body::parse(body, endpoint == Endpoint::Batch)?;
         Ok(prepare(endpoint, &parsed, "ios", now(), max))
     }
@@ -953,7 +983,7 @@ mod tests {
         let new = run(endpoint, body, max);
         let text = String::from_utf8_lossy(body);
         match (old, new) {
-            (Err(_), Err(_)) | (Err(_), Ok(Err(RequestError::Malformed { .. }))) => {}
+            (Err(_), Err(_)) | (Err(_), Ok(Err(RequestError::Malformed(_)))) => {}
             (Ok(Err(o)), Ok(Err(n))) => assert_eq!(o.to_string(), n.to_string(), "{text}"),
             (Ok(Ok(o)), Ok(Ok(n))) => {
                 assert_eq!(o.rejected, n.rejected, "{text}");
@@ -1204,28 +1234,29 @@ mod tests {
 
     #[test]
     fn malformed_positions_point_into_the_body() {
-        let body = b"{\"batch\": [\n{\"type\": \"track\", \"event\": \"e\", \"userId\": \"u\",\n \"p\": [1e999, \"\\ud800\"]}]}";
-        match run(Endpoint::Batch, body, 1000).unwrap() {
-            Err(
-                e @ RequestError::Malformed {
-                    line: 3, column: 8, ..
-                },
-            ) => {
-                assert!(e.to_string().contains("number out of range"), "{e}");
-            }
+        let at = |body: &[u8]| match run(Endpoint::Batch, body, 1000) {
+            Err(m) | Ok(Err(RequestError::Malformed(m))) => m,
             other => panic!("{other:?}"),
-        }
-        let body = b"{\"batch\": [\n{\"type\": \"track\", \"event\": \"e\", \"userId\": \"u\",\n \"p\": \"\\udc00\"}]}";
-        match run(Endpoint::Batch, body, 1000).unwrap() {
-            Err(
-                e @ RequestError::Malformed {
-                    line: 3, column: 8, ..
-                },
-            ) => {
-                assert!(e.to_string().contains("lone leading surrogate"), "{e}");
-            }
-            other => panic!("{other:?}"),
-        }
+        };
+        let m = at(b"{\"batch\": [\n{\"type\": \"track\", \"event\": \"e\", \"userId\": \"u\",\n \"p\": [1e999, \"\\ud800\"]}]}");
+        assert_eq!((m.line, m.column), (3, 8));
+        assert!(
+            m.to_string()
+                .ends_with("number out of range at line 3 column 8"),
+            "{m}"
+        );
+        let m = at(b"{\"batch\": [\n{\"type\": \"track\", \"event\": \"e\", \"userId\": \"u\",\n \"p\": \"\\udc00\"}]}");
+        assert_eq!((m.line, m.column), (3, 8));
+        assert!(m.to_string().contains("lone leading surrogate"), "{m}");
+        let m = at(b"{\"batch\": [\n\n  \xff]}");
+        assert_eq!((m.line, m.column), (3, 3));
+        assert!(m.to_string().contains("invalid unicode code point"), "{m}");
+        let m = at(b"{\n \"batch\": [ {\"type\": }");
+        assert_eq!(m.line, 2);
+        assert!(
+            m.to_string().starts_with("malformed JSON at line 2 column"),
+            "{m}"
+        );
     }
 
     #[test]

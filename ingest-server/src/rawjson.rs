@@ -71,12 +71,42 @@ pub struct Body<'a> {
 
 impl<'a> Body<'a> {
     /// Parses `input`; with `batch`, the `batch` member's items are parsed one
-    /// level deep too. Fails on malformed JSON (serde_json's error, with position).
-    pub fn parse(input: &'a [u8], batch: bool) -> Result<Self, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_slice(input);
-        let root = RootSeed { batch }.deserialize(&mut de)?;
-        de.end()?;
+    /// level deep too. Fails on malformed JSON, with its position.
+    pub fn parse(input: &'a [u8], batch: bool) -> Result<Self, Malformed> {
+        // One UTF-8 check of the whole body, then serde_json's `str` reader, which
+        // does not re-check every string and raw value.
+        let text = std::str::from_utf8(input).map_err(|e| {
+            let body = Body {
+                input,
+                root: Root::Scalar,
+            };
+            body.malformed(e.valid_up_to(), "invalid unicode code point")
+        })?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let root = RootSeed { batch }
+            .deserialize(&mut de)
+            .and_then(|root| de.end().map(|()| root))
+            .map_err(|e| Malformed {
+                line: e.line(),
+                column: e.column(),
+                reason: e.to_string(),
+            })?;
         Ok(Body { input, root })
+    }
+
+    /// The error for `reason` at byte `pos` of the body.
+    pub fn malformed(&self, pos: usize, reason: &str) -> Malformed {
+        let (line, column) = self.line_column(pos);
+        Malformed {
+            line,
+            column,
+            reason: format!("{reason} at line {line} column {column}"),
+        }
+    }
+
+    /// The error for a [`ScanError`] in `raw`, a slice of the body.
+    pub fn scan_error(&self, raw: &str, e: ScanError) -> Malformed {
+        self.malformed(self.position(raw, e.offset), e.reason)
     }
 
     /// The top-level `writeKey`, when it is a string (the last one wins).
@@ -151,6 +181,18 @@ pub fn kind(raw: &str) -> Kind {
         Some(b't' | b'f') => Kind::Bool,
         _ => Kind::Number,
     }
+}
+
+/// Malformed JSON in a request body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed JSON at line {line} column {column}: {reason}")]
+pub struct Malformed {
+    /// 1-based line in the body.
+    pub line: usize,
+    /// 1-based column in the body.
+    pub column: usize,
+    /// What is wrong (serde_json's wording, ending with the position).
+    pub reason: String,
 }
 
 /// Why [`minify`] refused a value, and where.
@@ -238,12 +280,7 @@ fn skip_string(b: &[u8], mut i: usize) -> Result<usize, ScanError> {
         reason: "lone leading surrogate in hex escape",
     };
     loop {
-        while let Some(&c) = b.get(i) {
-            if c == b'"' || c == b'\\' {
-                break;
-            }
-            i += 1;
-        }
+        i = memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()).map_or(b.len(), |n| i + n);
         match b.get(i) {
             Some(b'"') => return Ok(i + 1),
             Some(_) => match b.get(i + 1) {
@@ -322,6 +359,30 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(b.get(run..).unwrap_or_default());
     out.push(b'"');
+}
+
+/// Appends a key as a JSON string. A key serde_json borrowed from the input had
+/// no escape sequence (and no control character, which it refuses), so it needs
+/// no escaping.
+#[expect(clippy::ptr_arg, reason = "the variant matters: a borrowed key needs no escaping")]
+pub fn write_key(out: &mut Vec<u8>, key: &Cow<'_, str>) {
+    match key {
+        Cow::Borrowed(k) => {
+            out.push(b'"');
+            out.extend_from_slice(k.as_bytes());
+            out.push(b'"');
+        }
+        Cow::Owned(k) => write_str(out, k),
+    }
+}
+
+/// Length of `key` written by [`write_key`].
+#[expect(clippy::ptr_arg, reason = "the variant matters: a borrowed key needs no escaping")]
+pub fn key_len(key: &Cow<'_, str>) -> usize {
+    match key {
+        Cow::Borrowed(k) => k.len() + 2,
+        Cow::Owned(k) => str_len(k),
+    }
 }
 
 /// Length of `s` written by [`write_str`].

@@ -115,15 +115,9 @@ pub fn prepare(
     let mut out = Prepared::default();
     match endpoint {
         Endpoint::Batch => {
-            // Members that are not stored are still checked: the full parse refused
-            // them too.
-            check_all(
-                body,
-                fields.iter().filter_map(|(k, v)| {
-                    (!matches!(k.as_ref(), "context" | "integrations")).then_some(*v)
-                }),
-                depth_under(1),
-            )?;
+            // Every member is checked, stored or not (the full parse refused them
+            // too), before `context` and `integrations` are parsed by key.
+            check_all(body, fields.iter().map(|(_, v)| *v), depth_under(1))?;
             shared.context = TopObject::new(body, rawjson::last(fields, "context"))?;
             shared.integrations = TopObject::new(body, rawjson::last(fields, "integrations"))?;
             // Parsed once per request, not per event.
@@ -206,10 +200,10 @@ struct TopObject<'a> {
 
 impl<'a> TopObject<'a> {
     /// `None` when absent or not an object (then it is ignored, as before).
+    /// `raw` was already checked with [`check_all`].
     fn new(body: &Body<'a>, raw: Option<&'a RawValue>) -> Result<Option<Self>, RequestError> {
         let Some(raw) = raw else { return Ok(None) };
         if rawjson::kind(raw.get()) != Kind::Object {
-            check_all(body, std::iter::once(raw), depth_under(1))?;
             return Ok(None);
         }
         let Ok(Shallow::Object(fields)) = serde_json::from_str::<Shallow<'a>>(raw.get()) else {
@@ -1213,6 +1207,9 @@ mod tests {
                 r#"{"batch": [V]}"#,
                 r#"{"batch": {"k": V}}"#,
                 r#"{"context": {"k": V}, "batch": []}"#,
+                r#"{"context": {V: 1}, "batch": []}"#,
+                r#"{"integrations": {V: {V: V}}, "batch": [{"type": "track", "event": "e", "userId": "u"}]}"#,
+                r#"{"batch": [{"type": "track", "event": "e", "userId": "u", "context": {V: 1}}]}"#,
                 r#"{"context": [V], "batch": []}"#,
                 r#"{"writeKey": V, "batch": []}"#,
                 r#"{"other": V, "batch": []}"#,

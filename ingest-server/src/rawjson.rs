@@ -364,7 +364,10 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 /// Appends a key as a JSON string. A key serde_json borrowed from the input had
 /// no escape sequence (and no control character, which it refuses), so it needs
 /// no escaping.
-#[expect(clippy::ptr_arg, reason = "the variant matters: a borrowed key needs no escaping")]
+#[expect(
+    clippy::ptr_arg,
+    reason = "the variant matters: a borrowed key needs no escaping"
+)]
 pub fn write_key(out: &mut Vec<u8>, key: &Cow<'_, str>) {
     match key {
         Cow::Borrowed(k) => {
@@ -377,7 +380,10 @@ pub fn write_key(out: &mut Vec<u8>, key: &Cow<'_, str>) {
 }
 
 /// Length of `key` written by [`write_key`].
-#[expect(clippy::ptr_arg, reason = "the variant matters: a borrowed key needs no escaping")]
+#[expect(
+    clippy::ptr_arg,
+    reason = "the variant matters: a borrowed key needs no escaping"
+)]
 pub fn key_len(key: &Cow<'_, str>) -> usize {
     match key {
         Cow::Borrowed(k) => k.len() + 2,

@@ -238,12 +238,18 @@ impl<'a> TopObject<'a> {
 fn shadowed(fields: &[(Cow<'_, str>, &RawValue)], out: &mut Vec<bool>) {
     out.clear();
     if fields.len() <= 32 {
+        // Length and first and last bytes tell most keys apart without a memcmp.
+        let print = |k: &str| {
+            let b = k.as_bytes();
+            (b.len(), b.first().copied(), b.last().copied())
+        };
         out.extend(fields.iter().enumerate().map(|(i, (k, _))| {
+            let p = print(k);
             fields
                 .get(i + 1..)
                 .unwrap_or_default()
                 .iter()
-                .any(|(k2, _)| k2 == k)
+                .any(|(k2, _)| print(k2) == p && k2 == k)
         }));
         return;
     }
@@ -277,10 +283,26 @@ struct Scratch {
     spans: Vec<Range<usize>>,
     /// Each member: whether a later member has the same key.
     shadowed: Vec<bool>,
+    /// Each member: its index in [`KNOWN`], `NONE` for other keys.
+    slots: Vec<u8>,
 }
 
+/// Slot of a member whose key is not in [`KNOWN`].
+const NONE: u8 = u8::MAX;
+// Slots of the members the writing pass replaces or drops.
+const S_TYPE: u8 = 0;
+const S_MESSAGE_ID: u8 = 8;
+const S_TIMESTAMP: u8 = 9;
+const S_SENT_AT: u8 = 10;
+const S_CONTEXT: u8 = 11;
+const S_INTEGRATIONS: u8 = 12;
+const S_WRITE_KEY: u8 = 13;
+const S_RECEIVED_AT: u8 = 14;
+const S_SOURCE: u8 = 15;
+const S_ORIGINAL_TIMESTAMP: u8 = 16;
+
 /// The members validation and enrichment look at, found in one pass.
-const KNOWN: [&str; 13] = [
+const KNOWN: [&str; 17] = [
     "type",
     "userId",
     "anonymousId",
@@ -294,8 +316,15 @@ const KNOWN: [&str; 13] = [
     "sentAt",
     "context",
     "integrations",
+    // Not read, but replaced or dropped when the event is written.
+    "writeKey",
+    "receivedAt",
+    "source",
+    "originalTimestamp",
 ];
 
+// Inlined so that lookups of a constant key fold to a constant slot.
+#[inline(always)]
 fn known_slot(key: &str) -> Option<usize> {
     // A match compiles to a switch on length then one comparison.
     Some(match key {
@@ -312,6 +341,10 @@ fn known_slot(key: &str) -> Option<usize> {
         "sentAt" => 10,
         "context" => 11,
         "integrations" => 12,
+        "writeKey" => 13,
+        "receivedAt" => 14,
+        "source" => 15,
+        "originalTimestamp" => 16,
         _ => return None,
     })
 }
@@ -322,12 +355,14 @@ struct Event<'e, 'a> {
     values: &'e [u8],
     spans: &'e [Range<usize>],
     shadowed: &'e [bool],
+    slots: &'e [u8],
     /// Index of the last member named `KNOWN[i]`.
     known: [Option<usize>; KNOWN.len()],
 }
 
 impl<'a> Event<'_, 'a> {
     /// Index of the member named `key` (the last one).
+    #[inline(always)]
     fn index(&self, key: &str) -> Option<usize> {
         match known_slot(key) {
             Some(slot) => self.known.get(slot).copied().flatten(),
@@ -336,15 +371,18 @@ impl<'a> Event<'_, 'a> {
     }
 
     /// Raw text of the member named `key`.
+    #[inline(always)]
     fn get(&self, key: &str) -> Option<&'a str> {
         let i = self.index(key)?;
         self.fields.get(i).map(|(_, v)| v.get())
     }
 
+    #[inline(always)]
     fn kind(&self, key: &str) -> Option<Kind> {
         self.get(key).map(rawjson::kind)
     }
 
+    #[inline(always)]
     fn string(&self, key: &str) -> Option<Cow<'a, str>> {
         self.get(key).and_then(rawjson::string)
     }
@@ -368,6 +406,7 @@ fn prepare_one(
 ) -> Result<Result<EventRecord, String>, RequestError> {
     sc.values.clear();
     sc.spans.clear();
+    sc.slots.clear();
     let mut known = [None; KNOWN.len()];
     // The size as compact JSON: braces, commas, keys, colons and compacted values.
     let mut size = 2 + fields.len().saturating_sub(1);
@@ -377,8 +416,10 @@ fn prepare_one(
             .map_err(|e| malformed(s.body, v.get(), e))?;
         sc.spans.push(start..sc.values.len());
         size += rawjson::key_len(k) + 1 + (sc.values.len() - start);
-        if let Some(slot) = known.get_mut(known_slot(k).unwrap_or(usize::MAX)) {
-            *slot = Some(i);
+        let slot = known_slot(k);
+        sc.slots.push(slot.map_or(NONE, |n| n as u8));
+        if let Some(last) = known.get_mut(slot.unwrap_or(usize::MAX)) {
+            *last = Some(i);
         }
     }
     if size > s.max_event_bytes {
@@ -393,6 +434,7 @@ fn prepare_one(
         values: &sc.values,
         spans: &sc.spans,
         shadowed: &sc.shadowed,
+        slots: &sc.slots,
         known,
     };
     Ok(build(&ev, size, s))
@@ -456,15 +498,18 @@ fn build(ev: &Event<'_, '_>, size: usize, s: &Shared<'_>) -> Result<EventRecord,
         .sum::<usize>();
     let mut out = Vec::with_capacity(size + ENRICHED_BYTES + extra);
     out.push(b'{');
-    for (i, ((k, _), &hidden)) in ev.fields.iter().zip(ev.shadowed).enumerate() {
-        let dropped = match k.as_ref() {
-            "writeKey" | "timestamp" | "receivedAt" | "source" => true,
-            "context" => matches!(context, Merge::Write),
-            "integrations" => matches!(integrations, Merge::Write),
-            "messageId" => generated,
-            "sentAt" => batch_sent.is_some(),
-            "originalTimestamp" => original.is_some(),
-            "type" => s.forced_type.is_some(),
+    for (i, (((k, _), &hidden), &slot)) in
+        ev.fields.iter().zip(ev.shadowed).zip(ev.slots).enumerate()
+    {
+        // By slot, not by name: the names were matched once, when measuring.
+        let dropped = match slot {
+            S_WRITE_KEY | S_TIMESTAMP | S_RECEIVED_AT | S_SOURCE => true,
+            S_CONTEXT => matches!(context, Merge::Write),
+            S_INTEGRATIONS => matches!(integrations, Merge::Write),
+            S_MESSAGE_ID => generated,
+            S_SENT_AT => batch_sent.is_some(),
+            S_ORIGINAL_TIMESTAMP => original.is_some(),
+            S_TYPE => s.forced_type.is_some(),
             _ => false,
         };
         if !dropped && !hidden {
@@ -1284,6 +1329,20 @@ mod tests {
     fn known_slots_follow_the_list() {
         for (i, k) in KNOWN.iter().enumerate() {
             assert_eq!(known_slot(k), Some(i));
+        }
+        for (slot, name) in [
+            (S_TYPE, "type"),
+            (S_MESSAGE_ID, "messageId"),
+            (S_TIMESTAMP, "timestamp"),
+            (S_SENT_AT, "sentAt"),
+            (S_CONTEXT, "context"),
+            (S_INTEGRATIONS, "integrations"),
+            (S_WRITE_KEY, "writeKey"),
+            (S_RECEIVED_AT, "receivedAt"),
+            (S_SOURCE, "source"),
+            (S_ORIGINAL_TIMESTAMP, "originalTimestamp"),
+        ] {
+            assert_eq!(KNOWN[usize::from(slot)], name);
         }
         assert_eq!(known_slot("other"), None);
     }

@@ -322,7 +322,7 @@ impl Importer<'_> {
             .record_intent(&intent, now_ms())
             .with_context(|| format!("cannot record the intent for {path}"))?;
         self.sink
-            .put(&path, bytes)
+            .put(&path, bytes.into())
             .await
             .with_context(|| format!("cannot upload {path}; re-run import to retry"))?;
         let taken = self

@@ -75,7 +75,7 @@ async fn filter(
         for event in keep {
             encoder.push(event)?;
         }
-        sink.put(path, encoder.finish()?)
+        sink.put(path, encoder.finish()?.into())
             .await
             .with_context(|| format!("cannot replace {path}"))?;
     }

@@ -107,8 +107,9 @@ pub fn object_path(partition_dir: &str, first: u64, last: u64, format: Format) -
 
 /// The sink stage.
 pub trait Sink: Send + Sync {
-    /// Writes an object atomically (multipart when large).
-    fn put(&self, path: &str, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), SinkError>>;
+    /// Writes an object atomically (multipart when large). `Bytes`, so a retry
+    /// resends the same buffer instead of copying the whole object again.
+    fn put(&self, path: &str, bytes: bytes::Bytes) -> BoxFuture<'_, Result<(), SinkError>>;
     /// The object's bytes, or `None` if it does not exist.
     fn get(&self, path: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, SinkError>>;
     /// Deletes an object (absent is fine).
@@ -250,7 +251,7 @@ impl ObjectSink {
 }
 
 impl Sink for ObjectSink {
-    fn put(&self, path: &str, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), SinkError>> {
+    fn put(&self, path: &str, bytes: bytes::Bytes) -> BoxFuture<'_, Result<(), SinkError>> {
         let p = self.full(path);
         Box::pin(async move {
             if bytes.len() <= MULTIPART_THRESHOLD {
@@ -259,7 +260,7 @@ impl Sink for ObjectSink {
             }
             let upload = self.store.put_multipart(&p).await?;
             let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-            w.write(&bytes);
+            w.put(bytes);
             w.finish().await?;
             Ok(())
         })
@@ -399,7 +400,9 @@ mod tests {
         let root = dir.path().join("objects");
         let sink = local_sink(&root);
         let path = object_path(&partition_dir("ios", 0), 1, 2, Format::Ndjson);
-        sink.put(&path, b"x".to_vec()).await.unwrap();
+        sink.put(&path, bytes::Bytes::from_static(b"x"))
+            .await
+            .unwrap();
         // The object and the partition directories created for it sync fine.
         sink.make_durable(&path).await.unwrap();
         assert_eq!(std::fs::read(root.join(&path)).unwrap(), b"x");

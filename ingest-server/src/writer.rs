@@ -420,7 +420,7 @@ impl Writer {
         let size = bytes.len() as u64;
         let payload = bytes::Bytes::from(bytes);
         self.retry("upload", |w| {
-            w.rt.block_on(w.sink.put(&path, payload.to_vec()))
+            w.rt.block_on(w.sink.put(&path, payload.clone()))
                 .map_err(|e| e.to_string())
         });
         let checkpoint = self

@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// Roll an object when it reaches this size, 1MiB..1GiB [default: 128MiB].
     #[arg(long, env = "TRIBUTARY_ROLL_BYTES", value_name = "SIZE")]
     pub roll_bytes: Option<String>,
+    /// Memory for open objects across all partitions; past it the largest one is
+    /// rolled early, so many sources cannot add up to more, 1MiB..64GiB [default: 1GiB].
+    #[arg(long, env = "TRIBUTARY_MAX_BUFFER_BYTES", value_name = "SIZE")]
+    pub max_buffer_bytes: Option<String>,
     /// Roll an object when it has been open this long, e.g. `30s`, `5m` [default: 5m].
     #[arg(long, env = "TRIBUTARY_ROLL_INTERVAL", value_name = "DURATION")]
     pub roll_interval: Option<String>,
@@ -132,6 +136,7 @@ struct FileConfig {
     #[serde(default)]
     write_key: Vec<String>,
     roll_bytes: Option<String>,
+    max_buffer_bytes: Option<String>,
     roll_interval: Option<String>,
     dedupe_window: Option<String>,
     max_event_bytes: Option<String>,
@@ -165,6 +170,8 @@ pub struct Config {
     pub write_keys: BTreeMap<String, String>,
     /// Roll size in bytes.
     pub roll_bytes: u64,
+    /// Memory bound of all open objects together.
+    pub max_buffer_bytes: u64,
     /// Roll age.
     pub roll_interval: Duration,
     /// Dedupe and idempotency window.
@@ -211,6 +218,17 @@ impl ServerCli {
         if !(MIB..=1024 * MIB).contains(&roll_bytes) {
             bail!("--roll-bytes {roll_bytes} is out of range; use a size from 1MiB to 1GiB");
         }
+        let max_buffer_bytes = pick_size(
+            &s.max_buffer_bytes,
+            file.max_buffer_bytes,
+            "max-buffer-bytes",
+            1024 * MIB,
+        )?;
+        if !(MIB..=64 * 1024 * MIB).contains(&max_buffer_bytes) {
+            bail!(
+                "--max-buffer-bytes {max_buffer_bytes} is out of range; use a size from 1MiB to 64GiB"
+            );
+        }
         let roll_interval =
             pick_duration(&s.roll_interval, file.roll_interval, "roll-interval", "5m")?;
         if roll_interval.is_zero() {
@@ -242,6 +260,7 @@ impl ServerCli {
             listen,
             write_keys,
             roll_bytes,
+            max_buffer_bytes,
             roll_interval,
             dedupe_window,
             max_event_bytes: max_event_bytes as usize,

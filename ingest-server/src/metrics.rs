@@ -41,6 +41,8 @@ pub struct Metrics {
     pub log_lag_records: AtomicU64,
     /// Log bytes not yet settled.
     pub log_lag_bytes: AtomicU64,
+    /// Memory held by the writer's open objects (see `--max-buffer-bytes`).
+    pub writer_buffered_bytes: AtomicU64,
     /// Ids in the dedupe index.
     pub dedupe_ids: AtomicU64,
     /// Bytes of the state database.
@@ -160,6 +162,11 @@ impl Metrics {
                 "ingest_log_lag_bytes",
                 "Log bytes not yet settled into objects.",
                 &self.log_lag_bytes,
+            ),
+            (
+                "ingest_writer_buffered_bytes",
+                "Memory held by open objects, all partitions together.",
+                &self.writer_buffered_bytes,
             ),
             (
                 "ingest_dedupe_index_ids",

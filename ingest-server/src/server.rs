@@ -64,6 +64,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         WriterConfig {
             format: cfg.store.format,
             roll_bytes: cfg.roll_bytes,
+            max_buffer_bytes: cfg.max_buffer_bytes,
             roll_interval: cfg.roll_interval,
             dedupe_window: cfg.dedupe_window,
         },

@@ -75,6 +75,8 @@ pub struct WriterConfig {
     pub format: Format,
     /// Roll at this size.
     pub roll_bytes: u64,
+    /// Roll the largest open object when all of them hold more than this.
+    pub max_buffer_bytes: u64,
     /// Roll at this age.
     pub roll_interval: Duration,
     /// Dedupe window.
@@ -97,7 +99,13 @@ struct OpenObject {
     opened: Instant,
     keys: Vec<MessageKey>,
     max_received_ms: i64,
+    /// Memory this object holds, as last measured (part of `Writer::buffered`).
+    memory: u64,
 }
+
+/// Memory per buffered event besides the encoder: its key in `keys` and in the
+/// `pending` set.
+const KEY_OVERHEAD: u64 = 48;
 
 /// The writer, run on its own thread by [`spawn`].
 pub struct Writer {
@@ -113,6 +121,8 @@ pub struct Writer {
     committed_in_chunk: HashSet<MessageKey>,
     checkpoint: u64,
     last_partition: PartitionCache,
+    /// Memory of all open objects together.
+    buffered: u64,
 }
 
 /// The partition directory of the last event (source, hour since the epoch).
@@ -153,6 +163,7 @@ pub fn spawn(
                 committed_in_chunk: HashSet::default(),
                 checkpoint,
                 last_partition: PartitionCache::default(),
+                buffered: 0,
             };
             w.run();
         })
@@ -242,6 +253,9 @@ impl Writer {
                 self.metrics
                     .log_lag_bytes
                     .store(self.log.lag_bytes(), Ordering::Relaxed);
+                self.metrics
+                    .writer_buffered_bytes
+                    .store(self.buffered, Ordering::Relaxed);
             }
             if last_prune.elapsed() >= Duration::from_secs(60) {
                 last_prune = Instant::now();
@@ -336,6 +350,7 @@ impl Writer {
                     opened: Instant::now(),
                     keys: Vec::new(),
                     max_received_ms: 0,
+                    memory: 0,
                 },
             );
         }
@@ -350,9 +365,29 @@ impl Writer {
         obj.last = offset;
         obj.keys.push(key);
         obj.max_received_ms = obj.max_received_ms.max(ev.received_at_ms);
+        let memory = obj.encoder.memory_bytes() + KEY_OVERHEAD * obj.keys.len() as u64;
+        self.buffered = self.buffered - obj.memory + memory;
+        obj.memory = memory;
         self.pending.insert(key);
         if obj.encoder.approx_bytes() >= self.cfg.roll_bytes {
             let dir = dir.to_string();
+            self.roll(&dir, reader);
+        }
+        if self.buffered > self.cfg.max_buffer_bytes {
+            self.roll_largest(reader);
+        }
+    }
+
+    /// Keeps memory bounded however many partitions are open (many sources):
+    /// the largest open object is rolled early.
+    fn roll_largest(&mut self, reader: &dyn LogReader) {
+        let largest = self
+            .open
+            .iter()
+            .max_by_key(|(_, o)| o.memory)
+            .map(|(dir, _)| dir.clone());
+        if let Some(dir) = largest {
+            tracing::debug!(%dir, buffered = self.buffered, "rolling early: --max-buffer-bytes reached");
             self.roll(&dir, reader);
         }
     }
@@ -390,6 +425,10 @@ impl Writer {
         let Some(obj) = self.open.remove(dir) else {
             return;
         };
+        self.buffered -= obj.memory;
+        self.metrics
+            .writer_buffered_bytes
+            .store(self.buffered, Ordering::Relaxed);
         let started = Instant::now();
         let events = obj.keys.len() as u64;
         let bytes = match obj.encoder.finish() {

@@ -392,6 +392,7 @@ fn cli_help_errors_and_toml_config() {
         "--format",
         "--roll-bytes",
         "--roll-interval",
+        "--max-buffer-bytes",
         "--dedupe-window",
         "--config",
         "compact",
@@ -411,6 +412,13 @@ fn cli_help_errors_and_toml_config() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("1MiB to 1GiB"));
+    let out = std::process::Command::new(bin)
+        .args(["--max-buffer-bytes", "100KiB"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--max-buffer-bytes 102400 is out of range")
+    );
     let out = std::process::Command::new(bin)
         .args(["--format", "csv"])
         .output()
@@ -601,4 +609,83 @@ fn a_second_server_on_the_same_data_dir_is_refused_with_a_clear_error() {
     );
     // The first one is unharmed.
     assert_eq!(s.get("/health").unwrap().0, 200);
+}
+
+/// Many sources each hold an open object; `--max-buffer-bytes` bounds their memory
+/// together by rolling the largest early, and nothing is lost or doubled by it.
+#[test]
+fn max_buffer_bytes_rolls_the_largest_object_early_across_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("d"),
+        &[
+            "--roll-interval",
+            "10m",
+            "--roll-bytes",
+            "64MiB",
+            "--max-buffer-bytes",
+            "1MiB",
+            "--write-key",
+            "k-a=src-a",
+            "--write-key",
+            "k-b=src-b",
+            "--write-key",
+            "k-c=src-c",
+        ],
+    );
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = || {
+        // Hardly compressible padding, so the compressed objects grow fast.
+        (0..64)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                format!("{seed:016x}")
+            })
+            .collect::<String>()
+    };
+    let mut ids = Vec::new();
+    for round in 0..6 {
+        for key in ["k-a", "k-b", "k-c"] {
+            let batch: Vec<Value> = (0..100)
+                .map(|i| {
+                    let id = format!("{key}-{round}-{i}");
+                    ids.push(id.clone());
+                    let mut e = track(&id);
+                    e["properties"]["pad"] = json!(noise());
+                    e
+                })
+                .collect();
+            let body = gzip(&serde_json::to_vec(&json!({ "batch": batch })).unwrap());
+            let r = s.post(
+                "/v1/batch",
+                &body,
+                &[("Authorization", &basic(key)), ("Content-Encoding", "gzip")],
+            );
+            assert_eq!(r.status, 200, "{}", r.text);
+            assert_eq!(r.json["accepted"], 100, "{}", r.text);
+        }
+    }
+    // ~1.8 MB of compressed events against a 1 MiB budget: rolled early, long
+    // before the 10-minute interval or the 64 MiB size.
+    wait_for("early rolls", 20, || {
+        s.metric("ingest_objects_written_total") >= 1.0
+    });
+    wait_for("buffered gauge within the budget", 10, || {
+        s.metric("ingest_writer_buffered_bytes") <= (1 << 20) as f64
+    });
+    let mut s = s;
+    assert!(s.terminate().success());
+    let events = read_events(&s.objects_dir());
+    let mut got = ids_of(&events);
+    ids.sort();
+    got.sort();
+    assert_eq!(got, ids);
+    for src in ["src-a", "src-b", "src-c"] {
+        assert!(
+            events.iter().any(|e| e["source"] == src),
+            "no events of {src}"
+        );
+    }
 }

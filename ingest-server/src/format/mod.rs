@@ -38,6 +38,11 @@ pub trait Encoder: Send {
     }
     /// Approximate size of the finished object so far, used to roll at `--roll-bytes`.
     fn approx_bytes(&self) -> u64;
+    /// Memory the encoder holds (output so far plus anything buffered), used to
+    /// bound the writer's memory across partitions (`--max-buffer-bytes`).
+    fn memory_bytes(&self) -> u64 {
+        self.approx_bytes()
+    }
     /// Events pushed so far.
     fn len(&self) -> usize;
     /// True when no event was pushed.

@@ -295,6 +295,12 @@ impl Encoder for ParquetEncoder {
         written + self.buffered_bytes as u64 / ASSUMED_RATIO
     }
 
+    fn memory_bytes(&self) -> u64 {
+        // Rows wait uncompressed until their row group is written.
+        let written = self.writer.as_ref().map_or(0, |w| w.bytes_written()) as u64;
+        written + self.buffered_bytes as u64
+    }
+
     fn len(&self) -> usize {
         self.rows
     }

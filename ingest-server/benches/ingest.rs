@@ -15,18 +15,17 @@
 //!    reads and discards bodies; closed loop for `BENCH_SECONDS` (default 8 s).
 //! 2. **throughput**: the real `ingest-server` (release) writing NDJSON.gz to local
 //!    disk, closed loop for `BENCH_SECONDS`. Events/s = acknowledged events / seconds
-//!    (a burst: durable in the log, not yet in objects). After SIGTERM the objects are
-//!    counted, which checks that each acknowledged event is in storage exactly once.
+//!    (a burst: durable in the log, not yet in objects).
 //! 3. **sustained**: after the load stops, wait until the writer has read every
-//!    acknowledged event (`ingest_writer_events_read_total`); events / (load +
-//!    catch-up) is the rate the whole pipeline sustains. Also printed: the writer's
-//!    own rate while catching up, and when the last events are in objects (the
-//!    final objects roll on the 5 s interval, so that figure is a lower bound).
-//! 4. **latency**: open loop at half the sustained rate for 5 s, once the writer has
-//!    caught up, latency measured from each request's scheduled start (no coordinated
-//!    omission): p50, p99.
-//! 5. **peak RSS** of the server (VmHWM) and **dedupe index bytes per million ids**
-//!    (state.sqlite pages in use / ids, after the run).
+//!    acknowledged event (`ingest_writer_events_read_total`), then SIGTERM, which
+//!    rolls and commits the open objects at once; events / (load + time to exit) is
+//!    the end-to-end rate into committed objects. The objects are then counted: each
+//!    acknowledged event must be there exactly once. Also printed: the writer's own
+//!    rate while catching up, server CPU per event and per thread, peak RSS.
+//! 4. **latency**: the server restarted on the same data, open loop at half the
+//!    sustained rate for 5 s, latency measured from each request's scheduled start
+//!    (no coordinated omission): p50, p99. Then counted again.
+//! 5. **dedupe index bytes per million ids** (state.sqlite pages in use / ids).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -130,39 +129,86 @@ fn main() {
 
     // The acked rate is a burst the writer has not caught up with yet. Wait until
     // the writer has read every acked event (buffered into open objects or dropped
-    // as a duplicate): load + that catch-up gives the sustained rate the whole
-    // pipeline keeps up with. Then wait for the objects themselves (the last ones
-    // roll on the 5 s interval), and the latency phase starts with an idle writer.
+    // as a duplicate), then SIGTERM: the writer rolls and commits its open objects
+    // at once and the server exits. Load + time to that exit is the exact
+    // end-to-end rate: every acked event committed in an object, with no wait for
+    // the 5 s roll interval.
     let read_at_stop = metric(port, "ingest_writer_events_read_total").unwrap_or(0);
     let drain_start = Instant::now();
     let drain_deadline = drain_start + Duration::from_secs(180);
-    let wait_for = |name: &str| {
-        while metric(port, name).unwrap_or(0) < run.events && Instant::now() < drain_deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        drain_start.elapsed()
-    };
-    let caught_up = wait_for("ingest_writer_events_read_total");
-    let in_objects = wait_for("ingest_events_written_total");
-    let sustained = run.events as f64 / (run.elapsed + caught_up).as_secs_f64();
+    while metric(port, "ingest_writer_events_read_total").unwrap_or(0) < run.events
+        && Instant::now() < drain_deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let caught_up = drain_start.elapsed();
+    let hwm = vm_hwm(server.id()).unwrap_or(0);
+    let (anon, file) = rss.stop();
+    let threads = thread_cpu(server.id());
+    let cpu_before = children_cpu();
+    signal(server.id(), "TERM");
+    let status = server.wait().unwrap();
+    let to_exit = drain_start.elapsed();
+    // The server's whole-life CPU (children's rusage grows when it is reaped): a
+    // figure the machine's other load hardly moves, unlike events/s.
+    let server_cpu = children_cpu() - cpu_before;
+    let (stored, stored_bytes) = count_events(&data.join("objects"));
+    let sustained = run.events as f64 / (run.elapsed + to_exit).as_secs_f64();
     println!(
-        "ingest-server sustained, load generator through the writer: {:.0} events/s ({:.1}s of load + {:.2}s for the writer to catch up)",
+        "ingest-server sustained, load generator to committed NDJSON.gz objects: {:.0} events/s ({:.1}s of load + {:.2}s until all were committed: {:.2}s for the writer to read the backlog, then the final roll on SIGTERM; exit {status})",
         sustained,
         run.elapsed.as_secs_f64(),
+        to_exit.as_secs_f64(),
         caught_up.as_secs_f64()
     );
     println!(
-        "  writer alone while catching up: {:.0} events/s ({} events behind when the load stopped; a roll of a 5 s object falling in that time counts too)",
+        "  writer alone while catching up: {:.0} events/s ({} events behind when the load stopped; a roll falling in that time counts too)",
         (run.events - read_at_stop.min(run.events)) as f64 / caught_up.as_secs_f64().max(1e-3),
         run.events - read_at_stop.min(run.events)
     );
     println!(
-        "  every acked event in NDJSON.gz objects {:.1}s after the load stopped ({:.0} events/s counting that wait; objects roll every 5 s)",
-        in_objects.as_secs_f64(),
-        run.events as f64 / (run.elapsed + in_objects).as_secs_f64()
+        "  events in objects: {stored} (acked {}); {:.1} bytes per event gzip",
+        run.events,
+        stored_bytes as f64 / stored.max(1) as f64
+    );
+    if stored != run.events {
+        println!(
+            "WARNING: objects hold {stored} events but {} were acknowledged",
+            run.events
+        );
+    }
+    println!(
+        "ingest-server CPU: {:.2} us per acked event ({:.1}s user+sys for {} events, final roll included)",
+        server_cpu * 1e6 / run.events.max(1) as f64,
+        server_cpu,
+        run.events
+    );
+    let per = |name: &str| {
+        threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(name))
+            .map(|(_, s)| s)
+            .sum::<f64>()
+            * 1e6
+            / run.events.max(1) as f64
+    };
+    println!(
+        "  by thread before SIGTERM (us/event): front-end workers {:.2}, writer {:.2}, log {:.2}",
+        per("tokio-rt"),
+        per("writer"),
+        per("log")
+    );
+    println!(
+        "ingest-server peak RSS (VmHWM): {:.1} MiB; sampled every 50 ms, peak anonymous {:.1} MiB, peak file-backed {:.1} MiB (state.sqlite pages read through mmap: page cache, reclaimable)",
+        hwm as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
     );
 
-    // 3. Latency at half the sustained rate.
+    // 3. Latency at half the sustained rate, on a restarted server (same data)
+    // with an idle writer.
+    let port = free_port();
+    let mut server = start_server(&data, port);
     let half = sustained / 2.0;
     let lat = rt.block_on(open_loop(
         port,
@@ -183,53 +229,13 @@ fn main() {
     );
     let acked = run.events + lat.samples.len() as u64 * EVENTS_PER_BATCH as u64
         - lat.errors * EVENTS_PER_BATCH as u64;
-
-    // 4. Peak RSS, then drain and count what reached storage.
-    let hwm = vm_hwm(server.id()).unwrap_or(0);
-    let (anon, file) = rss.stop();
-    let threads = thread_cpu(server.id());
-    let cpu_before = children_cpu();
     let stop = Instant::now();
     signal(server.id(), "TERM");
     let status = server.wait().unwrap();
-    let drain = stop.elapsed();
-    // The server's whole-life CPU (children's rusage grows when it is reaped): a
-    // figure the machine's other load hardly moves, unlike events/s.
-    let server_cpu = children_cpu() - cpu_before;
+    let (stored, _) = count_events(&data.join("objects"));
     println!(
-        "ingest-server CPU: {:.2} us per acked event ({:.1}s user+sys for {acked} events, drain included)",
-        server_cpu * 1e6 / acked.max(1) as f64,
-        server_cpu
-    );
-    let per = |name: &str| {
-        threads
-            .iter()
-            .filter(|(n, _)| n.starts_with(name))
-            .map(|(_, s)| s)
-            .sum::<f64>()
-            * 1e6
-            / acked.max(1) as f64
-    };
-    println!(
-        "  by thread before SIGTERM (us/event): front-end workers {:.2}, writer {:.2}, log {:.2}",
-        per("tokio-rt"),
-        per("writer"),
-        per("log")
-    );
-    let (stored, stored_bytes) = count_events(&data.join("objects"));
-    println!(
-        "ingest-server peak RSS (VmHWM): {:.1} MiB; sampled every 50 ms, peak anonymous {:.1} MiB, peak file-backed {:.1} MiB (state.sqlite pages read through mmap: page cache, reclaimable)",
-        hwm as f64 / 1024.0,
-        anon as f64 / 1024.0,
-        file as f64 / 1024.0
-    );
-    println!(
-        "drain after SIGTERM: {:.2}s, exit {status}; events in NDJSON.gz objects: {stored} (acked {acked})",
-        drain.as_secs_f64()
-    );
-    println!(
-        "objects: {:.1} bytes per event gzip",
-        stored_bytes as f64 / stored.max(1) as f64
+        "after the latency phase: drain {:.2}s, exit {status}; events in objects {stored} (acked {acked})",
+        stop.elapsed().as_secs_f64()
     );
     if stored != acked {
         println!("WARNING: objects hold {stored} events but {acked} were acknowledged");

@@ -193,7 +193,7 @@ fn main() {
             / run.events.max(1) as f64
     };
     println!(
-        "  by thread before SIGTERM (us/event): front-end workers {:.2}, writer {:.2}, log {:.2}",
+        "  by thread before SIGTERM (us/event): front-end workers {:.2}, writer (reader and committer threads) {:.2}, log {:.2}",
         per("tokio-rt"),
         per("writer"),
         per("log")

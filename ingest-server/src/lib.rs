@@ -13,6 +13,7 @@
 //! The exactly-once argument is in [`writer`]'s module docs.
 
 pub mod api;
+pub mod committer;
 pub mod compact;
 pub mod config;
 pub mod dirlock;

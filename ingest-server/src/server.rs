@@ -70,6 +70,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         },
         log.clone(),
         db,
+        StateDb::open(&data_dir).context("cannot open the state database")?,
         sink.clone(),
         tokio::runtime::Handle::current(),
         metrics.clone(),

@@ -21,7 +21,16 @@
 //!    [`crate::sink`]), so the commit below never names bytes still only in the
 //!    page cache;
 //! 3. one SQLite transaction: insert O's dedupe keys, delete the intent, and set
-//!    `C = min(first offset of every still-open object, next offset to read)`.
+//!    `C = min(first offset of every still-open object, next offset to read)`,
+//!    both taken when `O` was rolled.
+//!
+//! Steps 2 and 3 run on the committer thread ([`crate::committer`]), one object
+//! at a time in roll order, while this thread reads on. `O`'s keys stay in the
+//! in-memory `pending` set until the committer reports the commit, so an event
+//! read meanwhile is still recognised as a duplicate; after the report the index
+//! has them. Objects rolled later are committed later, so `C` taken at roll time
+//! stays valid: objects opened after the roll start at or after that read
+//! position. With objects in flight, the idle advance of `C` waits for them.
 //!
 //! **Invariant:** every event at an offset below `C` is in a committed object, or
 //! is a duplicate of an event in a committed object (or is not an event). Proof
@@ -62,6 +71,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
+use crate::committer::{Committed, Committer, Parts, Rolled, retry};
 use crate::format::{Encoder, Format};
 use crate::log::{Broker, EventRecord, LogReader, Record};
 use crate::metrics::Metrics;
@@ -117,8 +127,9 @@ pub struct Writer {
     metrics: Arc<Metrics>,
     status: Arc<WriterStatus>,
     open: HashMap<String, OpenObject>,
+    /// Keys of events in open objects and in objects not yet committed.
     pending: HashSet<MessageKey>,
-    committed_in_chunk: HashSet<MessageKey>,
+    committer: Committer,
     checkpoint: u64,
     last_partition: PartitionCache,
     /// Memory of all open objects together.
@@ -137,15 +148,27 @@ struct PartitionCache {
 const CHUNK: usize = 1024;
 
 /// Starts the writer thread: settles intents, then follows the log.
+/// `db` is the writer's connection to the state database, `commit_db` a second
+/// one for its committer thread ([`crate::committer`]).
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     cfg: WriterConfig,
     log: Arc<dyn Broker>,
     db: StateDb,
+    commit_db: StateDb,
     sink: Arc<dyn Sink>,
     rt: Handle,
     metrics: Arc<Metrics>,
     status: Arc<WriterStatus>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let committer = Committer::spawn(Parts {
+        db: commit_db,
+        sink: sink.clone(),
+        rt: rt.clone(),
+        log: log.clone(),
+        metrics: metrics.clone(),
+        status: status.clone(),
+    })?;
     std::thread::Builder::new()
         .name("writer".into())
         .spawn(move || {
@@ -160,7 +183,7 @@ pub fn spawn(
                 status,
                 open: HashMap::new(),
                 pending: HashSet::default(),
-                committed_in_chunk: HashSet::default(),
+                committer,
                 checkpoint,
                 last_partition: PartitionCache::default(),
                 buffered: 0,
@@ -218,6 +241,9 @@ impl Writer {
                             }
                         }
                     }
+                    // Commits reported since the last chunk: their keys are in the
+                    // index now, so the lookups below find them.
+                    self.absorb_done();
                     self.handle_chunk(chunk, reader.as_ref());
                     if let Some(e) = failed {
                         tracing::error!(error = %e, "reading the log failed; retrying");
@@ -231,6 +257,8 @@ impl Writer {
                         for k in keys {
                             self.roll(&k, reader.as_ref());
                         }
+                        let done = self.committer.finish();
+                        self.absorb(done);
                         self.advance_idle(reader.as_ref());
                         tracing::info!(checkpoint = self.checkpoint, "writer drained");
                         return;
@@ -244,6 +272,7 @@ impl Writer {
             }
             if last_tick.elapsed() >= Duration::from_millis(100) {
                 last_tick = Instant::now();
+                self.absorb_done();
                 self.roll_expired(reader.as_ref());
                 self.advance_idle(reader.as_ref());
                 self.metrics.log_lag_records.store(
@@ -288,9 +317,8 @@ impl Writer {
                 Record::Idempotency(_) => None,
             })
             .collect();
-        // Rolls during this chunk commit keys the lookup below did not see:
-        // `committed_in_chunk` remembers them.
-        self.committed_in_chunk.clear();
+        // Objects rolled during this chunk keep their keys in `pending` until the
+        // committer reports them (between chunks), so the lookup below misses none.
         let known = self.lookup_many(&keys);
         let mut events = 0;
         for (((offset, record), key), known) in chunk.into_iter().zip(keys).zip(known) {
@@ -324,7 +352,7 @@ impl Writer {
         known: bool,
         reader: &dyn LogReader,
     ) {
-        if known || self.pending.contains(&key) || self.committed_in_chunk.contains(&key) {
+        if known || self.pending.contains(&key) {
             self.metrics
                 .events_duplicate
                 .fetch_add(1, Ordering::Relaxed);
@@ -407,7 +435,7 @@ impl Writer {
     /// With nothing open, everything read is settled: move the checkpoint.
     fn advance_idle(&mut self, reader: &dyn LogReader) {
         let pos = reader.position();
-        if !self.open.is_empty() || pos <= self.checkpoint {
+        if !self.open.is_empty() || self.committer.in_flight() > 0 || pos <= self.checkpoint {
             return;
         }
         match self.db.set_checkpoint(pos) {
@@ -452,16 +480,12 @@ impl Writer {
             first: obj.first,
             last: obj.last,
         };
-        self.retry("record intent", |w| {
-            w.db.record_intent(&intent, now_ms())
+        retry(&self.status, &self.metrics, "record intent", || {
+            self.db
+                .record_intent(&intent, now_ms())
                 .map_err(|e| e.to_string())
         });
-        let size = bytes.len() as u64;
-        let payload = bytes::Bytes::from(bytes);
-        self.retry("upload", |w| {
-            w.rt.block_on(w.sink.put(&path, payload.clone()))
-                .map_err(|e| e.to_string())
-        });
+        // Valid when the committer gets to it: see `crate::committer`.
         let checkpoint = self
             .open
             .values()
@@ -469,75 +493,48 @@ impl Writer {
             .min()
             .unwrap_or(u64::MAX)
             .min(reader.position());
-        let seen = obj.max_received_ms;
-        let mut taken = Vec::new();
-        self.retry("commit", |w| {
-            taken =
-                w.db.commit_object(&ObjectCommit {
-                    path: &path,
-                    keys: &obj.keys,
-                    seen_at_ms: seen,
-                    checkpoint: Some(checkpoint),
-                })
-                .map_err(|e| e.to_string())?;
-            Ok(())
+        self.committer.send(Rolled {
+            path,
+            payload: bytes::Bytes::from(bytes),
+            keys: obj.keys,
+            seen_at_ms: obj.max_received_ms,
+            checkpoint,
+            started,
         });
-        self.rewrite(&path, &taken);
-        self.status.sink_healthy.store(true, Ordering::Release);
-        // Exact count is refreshed by `prune`; in between, count what we add.
-        self.metrics.dedupe_ids.fetch_add(events, Ordering::Relaxed);
-        for k in &obj.keys {
-            self.pending.remove(k);
-            self.committed_in_chunk.insert(*k);
-        }
-        self.checkpoint = self.checkpoint.max(checkpoint);
-        if let Err(e) = self.log.truncate_below(self.checkpoint) {
-            tracing::warn!(error = %e, "log truncation failed");
-        }
-        self.metrics
-            .object(size, events, started.elapsed().as_micros() as u64);
-        tracing::debug!(%path, events, size, "object committed");
     }
 
-    /// Retries a step until it works, with capped backoff. Shutdown does not
-    /// abandon it (an unfinished step is settled by recovery on the next start,
-    /// but finishing it here keeps the object).
-    fn retry(&mut self, what: &str, mut step: impl FnMut(&mut Self) -> Result<(), String>) {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match step(self) {
-                Ok(()) => return,
-                Err(e) => {
-                    self.status.sink_healthy.store(false, Ordering::Release);
-                    self.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "{what} failed; retrying in {delay:?}");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
+    /// Takes in the commits the committer reported.
+    fn absorb_done(&mut self) {
+        let done = self.committer.take_done();
+        self.absorb(done);
+    }
+
+    fn absorb(&mut self, done: Vec<Committed>) {
+        for c in done {
+            for k in &c.keys {
+                self.pending.remove(k);
             }
+            self.checkpoint = self.checkpoint.max(c.checkpoint);
         }
     }
 
-    /// Removes from a just-committed object the events `import` committed first
-    /// (see [`crate::rewrite`]).
+    /// Removes from an object re-committed at start the events `import`
+    /// committed first (see [`crate::rewrite`]). They were never counted as
+    /// written by this process: only as duplicates.
     fn rewrite(&mut self, path: &str, taken: &[MessageKey]) {
         if taken.is_empty() {
             return;
         }
-        let mut removed = 0;
-        self.retry("rewrite", |w| {
-            removed =
-                w.rt.block_on(crate::rewrite::apply(w.sink.as_ref(), &w.db, path, taken))
-                    .map_err(|e| format!("{e:#}"))?;
-            Ok(())
+        let removed = retry(&self.status, &self.metrics, "rewrite", || {
+            self.rt
+                .block_on(crate::rewrite::apply(
+                    self.sink.as_ref(),
+                    &self.db,
+                    path,
+                    taken,
+                ))
+                .map_err(|e| format!("{e:#}"))
         });
-        self.count_removed(removed);
-    }
-
-    fn count_removed(&self, removed: u64) {
-        self.metrics
-            .events_written
-            .fetch_sub(removed, Ordering::Relaxed);
         self.metrics
             .events_duplicate
             .fetch_add(removed, Ordering::Relaxed);
@@ -559,33 +556,36 @@ impl Writer {
         for intent in intents.iter().filter(|i| is_writer_object(&i.path)) {
             self.settle(intent);
         }
-        let mut removed = 0;
-        self.retry("settle rewrites", |w| {
-            removed =
-                w.rt.block_on(crate::rewrite::settle(
-                    w.sink.as_ref(),
-                    &w.db,
+        let removed = retry(&self.status, &self.metrics, "settle rewrites", || {
+            self.rt
+                .block_on(crate::rewrite::settle(
+                    self.sink.as_ref(),
+                    &self.db,
                     is_writer_object,
                 ))
-                .map_err(|e| format!("{e:#}"))?;
-            Ok(())
+                .map_err(|e| format!("{e:#}"))
         });
-        self.count_removed(removed);
+        self.metrics
+            .events_duplicate
+            .fetch_add(removed, Ordering::Relaxed);
     }
 
     fn settle(&mut self, intent: &Intent) {
         let path = intent.path.clone();
-        let mut found = None;
-        self.retry("read back an uncommitted object", |w| {
-            found =
-                w.rt.block_on(w.sink.get(&path))
-                    .map_err(|e| e.to_string())?;
-            Ok(())
-        });
+        let found = retry(
+            &self.status,
+            &self.metrics,
+            "read back an uncommitted object",
+            || {
+                self.rt
+                    .block_on(self.sink.get(&path))
+                    .map_err(|e| e.to_string())
+            },
+        );
         let Some(bytes) = found else {
             tracing::info!(%path, "intent without object: dropped, its events will be replayed");
-            self.retry("drop intent", |w| {
-                w.db.abandon_intent(&path).map_err(|e| e.to_string())
+            retry(&self.status, &self.metrics, "drop intent", || {
+                self.db.abandon_intent(&path).map_err(|e| e.to_string())
             });
             return;
         };
@@ -596,31 +596,32 @@ impl Writer {
         match decoded {
             Ok((keys, seen)) => {
                 tracing::info!(%path, events = keys.len(), "re-committing an object uploaded before a crash");
-                let mut taken = Vec::new();
-                self.retry("re-commit", |w| {
+                let (status, metrics) = (self.status.clone(), self.metrics.clone());
+                let taken = retry(&status, &metrics, "re-commit", || {
                     // The crash may have hit before the upload's fsyncs finished.
-                    w.rt.block_on(w.sink.make_durable(&path))
+                    self.rt
+                        .block_on(self.sink.make_durable(&path))
                         .map_err(|e| e.to_string())?;
-                    taken =
-                        w.db.commit_object(&ObjectCommit {
+                    self.db
+                        .commit_object(&ObjectCommit {
                             path: &path,
                             keys: &keys,
                             seen_at_ms: seen,
                             checkpoint: None,
                         })
-                        .map_err(|e| e.to_string())?;
-                    Ok(())
+                        .map_err(|e| e.to_string())
                 });
                 self.rewrite(&path, &taken);
             }
             Err(e) => {
                 tracing::warn!(%path, error = %e, "uncommitted object unreadable: deleting it; its events will be replayed");
-                self.retry("delete", |w| {
-                    w.rt.block_on(w.sink.delete(&path))
+                retry(&self.status, &self.metrics, "delete", || {
+                    self.rt
+                        .block_on(self.sink.delete(&path))
                         .map_err(|e| e.to_string())
                 });
-                self.retry("drop intent", |w| {
-                    w.db.abandon_intent(&path).map_err(|e| e.to_string())
+                retry(&self.status, &self.metrics, "drop intent", || {
+                    self.db.abandon_intent(&path).map_err(|e| e.to_string())
                 });
             }
         }

@@ -1,0 +1,224 @@
+//! The committer: the writer's second thread.
+//!
+//! A roll used to stop the writer for the whole upload and commit (an object of
+//! 5 s of traffic is a million keys to insert and tens of MB to fsync). Now the
+//! writer only finishes the object and records its intent, then hands it here.
+//! The committer uploads it, commits it (dedupe keys, intent removal and
+//! checkpoint in one transaction, as before), carries out a rewrite if another
+//! process committed some of its events first, and truncates the log, strictly
+//! in roll order, while the writer goes on reading. Then it tells the writer,
+//! which only then forgets the object's keys from its in-memory `pending` set:
+//! a duplicate read in between is still caught there.
+//!
+//! The checkpoint sent with an object is computed at roll time: the first offset
+//! of every object still open then, or the read position. Objects opened later
+//! start at or after that position, and objects rolled earlier are committed
+//! earlier (FIFO), so it is a valid checkpoint when this commit lands. At most
+//! [`IN_FLIGHT`] objects wait here: a slow sink slows the writer down (and then
+//! the log lag answers 503), it does not grow memory.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::runtime::Handle;
+
+use crate::log::Broker;
+use crate::metrics::Metrics;
+use crate::sink::Sink;
+use crate::state::{MessageKey, ObjectCommit, StateDb};
+use crate::writer::WriterStatus;
+
+/// Rolled objects waiting besides the one being committed.
+pub const IN_FLIGHT: usize = 1;
+
+/// An object the writer rolled: encoded, its intent recorded.
+pub struct Rolled {
+    /// Object path (the intent's).
+    pub path: String,
+    /// The encoded object.
+    pub payload: Bytes,
+    /// Dedupe keys of its events.
+    pub keys: Vec<MessageKey>,
+    /// Newest `receivedAt` of its events (ms), for pruning.
+    pub seen_at_ms: i64,
+    /// Log checkpoint to commit with it.
+    pub checkpoint: u64,
+    /// When the roll started (roll latency metric).
+    pub started: Instant,
+}
+
+/// Sent back once an object is committed.
+pub struct Committed {
+    /// Its keys, now in the dedupe index.
+    pub keys: Vec<MessageKey>,
+    /// The checkpoint committed with it.
+    pub checkpoint: u64,
+}
+
+/// Everything the committer thread needs.
+pub struct Parts {
+    /// Its own connection to the state database.
+    pub db: StateDb,
+    /// The sink.
+    pub sink: Arc<dyn Sink>,
+    /// Runtime for the sink's futures.
+    pub rt: Handle,
+    /// The log (truncated after each commit).
+    pub log: Arc<dyn Broker>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Sink health, shared with the front-end.
+    pub status: Arc<WriterStatus>,
+}
+
+/// The writer's handle on the committer thread.
+pub struct Committer {
+    tx: Option<SyncSender<Rolled>>,
+    done: Receiver<Committed>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    in_flight: usize,
+}
+
+impl Committer {
+    /// Starts the thread.
+    pub fn spawn(parts: Parts) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Rolled>(IN_FLIGHT);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("writer-commit".into())
+            .spawn(move || {
+                let mut parts = parts;
+                for rolled in rx {
+                    let committed = commit(&mut parts, rolled);
+                    if done_tx.send(committed).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            done,
+            thread: Some(thread),
+            in_flight: 0,
+        })
+    }
+
+    /// Hands over an object; blocks while [`IN_FLIGHT`] others wait.
+    pub fn send(&mut self, rolled: Rolled) {
+        if let Some(tx) = &self.tx
+            && tx.send(rolled).is_ok()
+        {
+            self.in_flight += 1;
+        }
+    }
+
+    /// Objects handed over and not yet reported committed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Commits reported so far, without waiting.
+    pub fn take_done(&mut self) -> Vec<Committed> {
+        let mut out = Vec::new();
+        while let Ok(c) = self.done.try_recv() {
+            out.push(c);
+        }
+        self.in_flight -= out.len().min(self.in_flight);
+        out
+    }
+
+    /// Waits for every object handed over, then stops the thread.
+    pub fn finish(&mut self) -> Vec<Committed> {
+        self.tx = None;
+        let mut out = Vec::new();
+        while self.in_flight > 0 {
+            match self.done.recv() {
+                Ok(c) => {
+                    out.push(c);
+                    self.in_flight -= 1;
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        out
+    }
+}
+
+fn commit(p: &mut Parts, r: Rolled) -> Committed {
+    let size = r.payload.len() as u64;
+    let events = r.keys.len() as u64;
+    retry(&p.status, &p.metrics, "upload", || {
+        p.rt.block_on(p.sink.put(&r.path, r.payload.clone()))
+            .map_err(|e| e.to_string())
+    });
+    let taken = retry(&p.status, &p.metrics, "commit", || {
+        p.db.commit_object(&ObjectCommit {
+            path: &r.path,
+            keys: &r.keys,
+            seen_at_ms: r.seen_at_ms,
+            checkpoint: Some(r.checkpoint),
+        })
+        .map_err(|e| e.to_string())
+    });
+    p.status.sink_healthy.store(true, Ordering::Release);
+    // Exact count is refreshed by `prune`; in between, count what we add.
+    p.metrics.dedupe_ids.fetch_add(events, Ordering::Relaxed);
+    p.metrics
+        .object(size, events, r.started.elapsed().as_micros() as u64);
+    if !taken.is_empty() {
+        let removed = retry(&p.status, &p.metrics, "rewrite", || {
+            p.rt.block_on(crate::rewrite::apply(
+                p.sink.as_ref(),
+                &p.db,
+                &r.path,
+                &taken,
+            ))
+            .map_err(|e| format!("{e:#}"))
+        });
+        p.metrics
+            .events_written
+            .fetch_sub(removed, Ordering::Relaxed);
+        p.metrics
+            .events_duplicate
+            .fetch_add(removed, Ordering::Relaxed);
+    }
+    if let Err(e) = p.log.truncate_below(r.checkpoint) {
+        tracing::warn!(error = %e, "log truncation failed");
+    }
+    tracing::debug!(path = %r.path, events, size, "object committed");
+    Committed {
+        keys: r.keys,
+        checkpoint: r.checkpoint,
+    }
+}
+
+/// Retries a step until it works, with capped backoff, marking the sink
+/// unhealthy (readiness, 503s) while it fails. Shutdown does not abandon it: an
+/// unfinished step would be settled by recovery on the next start, but
+/// finishing it keeps the object.
+pub fn retry<T>(
+    status: &WriterStatus,
+    metrics: &Metrics,
+    what: &str,
+    mut step: impl FnMut() -> Result<T, String>,
+) -> T {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match step() {
+            Ok(v) => return v,
+            Err(e) => {
+                status.sink_healthy.store(false, Ordering::Release);
+                metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "{what} failed; retrying in {delay:?}");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -566,7 +566,9 @@ fn overload_gets_429_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(
         &dir.path().join("d"),
-        &["--max-inflight", "1", "--body-timeout", "3s"],
+        // A body timeout far beyond the test: the slot is held until the slow
+        // client hangs up, however slow the machine is.
+        &["--max-inflight", "1", "--body-timeout", "60s"],
     );
     // A slow client holds the only request slot.
     let mut sock = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
@@ -576,7 +578,7 @@ fn overload_gets_429_with_retry_after() {
         basic(KEY)
     )
     .unwrap();
-    wait_for("429", 5, || {
+    wait_for("429", 30, || {
         let r = s.send("/v1/batch", &json!({"batch": [track("o1")]}));
         if r.status == 429 {
             assert_eq!(r.retry_after.as_deref(), Some("1"));

@@ -108,10 +108,15 @@ impl Committer {
 
     /// Hands over an object; blocks while [`IN_FLIGHT`] others wait.
     pub fn send(&mut self, rolled: Rolled) {
-        if let Some(tx) = &self.tx
-            && tx.send(rolled).is_ok()
-        {
-            self.in_flight += 1;
+        let path = rolled.path.clone();
+        match &self.tx {
+            Some(tx) if tx.send(rolled).is_ok() => self.in_flight += 1,
+            // Only a bug stops the committer. Nothing is lost: the intent stays,
+            // the log is not truncated past the object, and the next start
+            // settles it. But say so loudly.
+            _ => {
+                tracing::error!(%path, "the committer thread is gone; the object is left to recovery at the next start")
+            }
         }
     }
 

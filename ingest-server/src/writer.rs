@@ -63,12 +63,11 @@
 //! checkpoint lag is bounded by `--roll-interval`, far below any sane window.
 
 use std::collections::HashMap;
-
-use foldhash::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use foldhash::HashSet;
 use tokio::runtime::Handle;
 
 use crate::committer::{Committed, Committer, Parts, Rolled, retry};

@@ -43,7 +43,7 @@ stage "setup: android.jar (API 23)" scripts/setup-android.sh
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
 # S3 tests must not skip here: the venv above provides moto's server.
-stage "cargo test (sdk-core, ingest-server, end-to-end)" env TRIBUTARY_REQUIRE_S3=1 cargo test --workspace
+stage "cargo test (sdk-core, ingest-server, end-to-end)" env TRIBUTARY_REQUIRE_S3=1 cargo test --workspace --no-fail-fast
 stage "kotlin bindings on the JVM" scripts/test-kotlin.sh
 stage "android-sample compiles against android.jar" scripts/test-android-sample.sh
 

@@ -12,17 +12,21 @@ use std::time::Duration;
 use s3_common::*;
 use serde_json::{Value, json};
 
-const PARTITIONS: [&str; 2] = [
-    "source=app/dt=2026-11-20/hour=10",
-    "source=app/dt=2026-11-20/hour=11",
-];
+/// Two hour partitions of yesterday (compaction of recent data, inside the window).
+fn partitions() -> [String; 2] {
+    let day = recent_day();
+    [
+        format!("source=app/dt={day}/hour=10"),
+        format!("source=app/dt={day}/hour=11"),
+    ]
+}
 
 /// 2 partitions x `objects` writer-named objects x 200 events (~50 KB compressed each).
 fn seed(root: &Path, ext: &str, objects: u64) -> Vec<String> {
     let mut ids = Vec::new();
     let mut offset = 0u64;
     let mut rng = 0x2545_f491_4f6c_dd1d_u64;
-    for part in PARTITIONS {
+    for part in partitions() {
         for _ in 0..objects {
             let first = offset;
             let events: Vec<Value> = (0..200)
@@ -34,7 +38,7 @@ fn seed(root: &Path, ext: &str, objects: u64) -> Vec<String> {
                     let id = format!("ev-{offset}");
                     ids.push(id.clone());
                     json!({"type": "track", "event": "E", "messageId": id, "source": "app",
-                           "receivedAt": "2026-11-20T10:00:00.000Z",
+                           "receivedAt": format!("{}T10:00:00.000Z", recent_day()),
                            "properties": {"pad": format!("{rng:016x}{:0>200}", offset)}})
                 })
                 .collect();
@@ -106,9 +110,9 @@ fn merges_small_objects(ext: &str) {
             "order broken in {name}"
         );
         let hour = if offsets[0] <= 6000 {
-            PARTITIONS[0]
+            partitions()[0].clone()
         } else {
-            PARTITIONS[1]
+            partitions()[1].clone()
         };
         assert_eq!(part, hour, "{name} holds events of another partition");
     }
@@ -178,7 +182,8 @@ fn leftover_intents_roll_forward_or_back() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("objects");
     let ids = seed(&root, "ndjson.gz", 4);
-    let part = PARTITIONS[0];
+    let parts = partitions();
+    let part = parts[0].as_str();
     let inputs: Vec<String> = read_dir_objects(&root)
         .into_iter()
         .map(|(n, _)| n)
@@ -205,8 +210,8 @@ fn leftover_intents_roll_forward_or_back() {
     )
     .unwrap();
     // Crash before the output of another merge was written: must roll back.
-    let ghost = json!({"output": format!("{}/c-never-written.ndjson.gz", PARTITIONS[1]),
-                       "inputs": [format!("{}/missing.ndjson.gz", PARTITIONS[1])], "events": 1});
+    let ghost = json!({"output": format!("{}/c-never-written.ndjson.gz", partitions()[1]),
+                       "inputs": [format!("{}/missing.ndjson.gz", partitions()[1])], "events": 1});
     std::fs::write(
         root.join("_tributary_compaction/back.json"),
         ghost.to_string(),

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 fn event(id: Option<&str>, n: usize) -> Value {
     let mut e = json!({"type": "track", "event": "Imported", "userId": "u",
-                       "receivedAt": "2026-11-20T10:15:00.000Z", "properties": {"n": n}});
+                       "receivedAt": format!("{}T10:15:00.000Z", recent_day()), "properties": {"n": n}});
     if let Some(id) = id {
         e["messageId"] = json!(id);
     }
@@ -87,7 +87,7 @@ fn import_twice(format: &str) {
     assert_exactly_once(&ids, objects.iter().flat_map(|(_, e)| e));
     for (name, events) in &objects {
         assert!(
-            name.starts_with("source=imp/dt=2026-11-20/hour=10/i-"),
+            name.starts_with(&format!("source=imp/dt={}/hour=10/i-", recent_day())),
             "{name}"
         );
         assert!(events.iter().all(|e| e["source"] == "imp"));
@@ -311,7 +311,7 @@ fn import_killed_at_random_points_then_rerun_stores_each_event_once() {
         .enumerate()
         .map(|(i, id)| {
             let mut e = event(Some(id), i);
-            e["receivedAt"] = json!(format!("2026-11-20T1{}:15:00.000Z", i % 4));
+            e["receivedAt"] = json!(format!("{}T1{}:15:00.000Z", recent_day(), i % 4));
             e["properties"]["pad"] = json!(format!("{i:x}").repeat(8));
             e
         })

@@ -346,8 +346,11 @@ async fn writer_starts_with_s3_down_and_recovers_exactly_once() {
     }
     // 2. An object uploaded but not committed when the crash hit: its intent.
     let uploaded = ids("uploaded", 10);
-    let rel =
-        "source=formats/dt=2026-11-20/hour=10/00000000000000000000-00000000000000000009.ndjson.gz";
+    let day = recent_day();
+    let rel = format!(
+        "source=formats/dt={day}/hour=10/00000000000000000000-00000000000000000009.ndjson.gz"
+    );
+    let rel = rel.as_str();
     {
         let db = ingest_server::state::StateDb::open(&data).unwrap();
         let intent = ingest_server::state::Intent {
@@ -360,7 +363,7 @@ async fn writer_starts_with_s3_down_and_recovers_exactly_once() {
         for id in &uploaded {
             let mut e = track(id, "u");
             e["source"] = serde_json::json!(SOURCE);
-            e["receivedAt"] = serde_json::json!("2026-11-20T10:00:00.000Z");
+            e["receivedAt"] = serde_json::json!(format!("{day}T10:00:00.000Z"));
             encoder.push(&e).unwrap();
         }
         use object_store::ObjectStoreExt;

@@ -275,6 +275,14 @@ fn base64(input: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(input)
 }
 
+/// Yesterday's date (UTC) as `YYYY-MM-DD`: test data stays inside the dedupe
+/// window whatever day the tests run on.
+pub fn recent_day() -> String {
+    (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
 /// The current time as RFC 3339 with milliseconds, UTC.
 pub fn now_iso() -> String {
     let now = std::time::SystemTime::now()

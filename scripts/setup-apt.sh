@@ -2,7 +2,7 @@
 # Debian packages the tests need. Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
-for pkg in debootstrap libjna-java; do
+for pkg in debootstrap libjna-java strace; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
@@ -11,4 +11,4 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}"
 fi
-echo "apt packages present: debootstrap libjna-java, and java: $(java -version 2>&1 | head -n 1)"
+echo "apt packages present: debootstrap libjna-java strace, and java: $(java -version 2>&1 | head -n 1)"

@@ -26,13 +26,17 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::event::{Endpoint, Prepared, RequestError, prepare};
+use crate::event::{Endpoint, Limits, Prepared, RequestError, prepare};
 use crate::log::{Broker, IdempotencyRecord, Record, lock};
 use crate::metrics::Metrics;
 use crate::rawjson;
 use crate::sink::Sink;
 use crate::state::StateDb;
 use crate::writer::WriterStatus;
+
+/// A request's accepted events may store at most this many times the batch
+/// limit (a top-level `context` is merged into each event).
+pub const REQUEST_EXPANSION: usize = 4;
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -195,39 +199,61 @@ async fn ingest_inner(s: &Arc<AppState>, req: Request, endpoint: Endpoint) -> Re
         Ok(k) => k.map(|k| format!("{source}\n{k}")),
         Err(r) => return r,
     };
-    let _guard = match &idem {
-        Some(key) => match begin_idempotent(s, key) {
+    let fingerprint = idem
+        .as_ref()
+        .map(|_| crate::event::fingerprint(endpoint, &body));
+    let _guard = match (&idem, fingerprint) {
+        (Some(key), Some(fingerprint)) => match begin_idempotent(s, key, fingerprint) {
             Ok(g) => Some(g),
             Err(r) => return r,
         },
-        None => None,
+        _ => None,
     };
     let received = chrono::Utc::now();
-    let prepared = match prepare(endpoint, &body, &source, received, s.cfg.max_event_bytes) {
+    let limits = Limits {
+        max_event_bytes: s.cfg.max_event_bytes,
+        max_request_bytes: s.cfg.max_batch_bytes * REQUEST_EXPANSION,
+    };
+    let prepared = match prepare(endpoint, &body, &source, received, limits) {
         Ok(p) => p,
         Err(e @ RequestError::Malformed(_)) => {
             return error(StatusCode::BAD_REQUEST, "malformed_json", &e.to_string());
+        }
+        // 413, like a body over the limit: a client splits the batch and retries.
+        Err(e @ RequestError::Expands { .. }) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch_too_large",
+                &e.to_string(),
+            );
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
     };
     // The records own their bytes: free the request body before waiting on the log.
     drop(body);
     drop(decoded);
+    let idem = idem.zip(fingerprint);
     commit(s, prepared, idem, received.timestamp_millis()).await
 }
 
 /// Appends the accepted events (and the idempotency answer) durably, then answers.
-async fn commit(s: &Arc<AppState>, p: Prepared, idem: Option<String>, now_ms: i64) -> Response {
+async fn commit(
+    s: &Arc<AppState>,
+    p: Prepared,
+    idem: Option<(String, [u8; 16])>,
+    now_ms: i64,
+) -> Response {
     let accepted = p.records.len();
     let rejected = p.rejected.len() as u64;
     let body = json!({"accepted": accepted, "rejected": p.rejected});
     let body = serde_json::to_vec(&body).unwrap_or_default();
     let mut records: Vec<Record> = p.records.into_iter().map(Record::Event).collect();
-    if let Some(key) = idem {
+    if let Some((key, fingerprint)) = idem {
         records.push(Record::Idempotency(IdempotencyRecord {
             key,
             seen_at_ms: now_ms,
             status: 200,
+            fingerprint: Some(fingerprint),
             body: body.clone(),
         }));
     }
@@ -402,9 +428,14 @@ impl Drop for IdemGuard {
     }
 }
 
-/// Returns the stored answer for a key seen before (as an `Err` response), or a
-/// guard for a new key.
-fn begin_idempotent(s: &Arc<AppState>, key: &str) -> Result<IdemGuard, Response> {
+/// Returns the stored answer for a key seen before with the same events (as an
+/// `Err` response), 422 for a key seen before with other events (the IETF
+/// Idempotency-Key draft's answer to a reused key), or a guard for a new key.
+fn begin_idempotent(
+    s: &Arc<AppState>,
+    key: &str,
+    fingerprint: [u8; 16],
+) -> Result<IdemGuard, Response> {
     if !lock(&s.idem_inflight).insert(key.to_string()) {
         return Err(error(
             StatusCode::CONFLICT,
@@ -419,9 +450,14 @@ fn begin_idempotent(s: &Arc<AppState>, key: &str) -> Result<IdemGuard, Response>
     let since = chrono::Utc::now().timestamp_millis() - s.cfg.dedupe_window.as_millis() as i64;
     let found = lock(&s.idem_db).lookup_idempotency(key, since);
     match found {
-        Ok(Some((status, body))) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let mut r = json_response(status, body);
+        Ok(Some(stored)) if stored.fingerprint.is_some_and(|f| f != fingerprint) => Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for other events; send these events with a new key",
+        )),
+        Ok(Some(stored)) => {
+            let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+            let mut r = json_response(status, stored.body);
             r.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Err(r)

@@ -3,19 +3,17 @@
 //! A roll used to stop the writer for the whole upload and commit (an object of
 //! 5 s of traffic is a million keys to insert and tens of MB to fsync). Now the
 //! writer only finishes the object and records its intent, then hands it here.
-//! The committer uploads it, commits it (dedupe keys, intent removal and
-//! checkpoint in one transaction, as before), carries out a rewrite if another
-//! process committed some of its events first, and truncates the log, strictly
-//! in roll order, while the writer goes on reading. Then it tells the writer,
-//! which only then forgets the object's keys from its in-memory `pending` set:
-//! a duplicate read in between is still caught there.
+//! The committer uploads it, commits it (dedupe keys and intent removal in one
+//! transaction), and carries out a rewrite if another process committed some of
+//! its events first, strictly in roll order, while the writer goes on reading.
+//! Then it tells the writer, which only then forgets the object's keys from its
+//! in-memory `pending` set (a duplicate read in between is still caught there)
+//! and lets the object stop holding the log checkpoint back. The committer knows
+//! nothing of the checkpoint: the writer alone computes and persists it (see
+//! [`crate::writer::placement`]).
 //!
-//! The checkpoint sent with an object is computed at roll time: the first offset
-//! of every object still open then, or the read position. Objects opened later
-//! start at or after that position, and objects rolled earlier are committed
-//! earlier (FIFO), so it is a valid checkpoint when this commit lands. At most
-//! [`IN_FLIGHT`] objects wait here: a slow sink slows the writer down (and then
-//! the log lag answers 503), it does not grow memory.
+//! At most [`IN_FLIGHT`] objects wait here: a slow sink slows the writer down
+//! (and then the log lag answers 503), it does not grow memory.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,7 +23,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::runtime::Handle;
 
-use crate::log::Broker;
 use crate::metrics::Metrics;
 use crate::sink::Sink;
 use crate::state::{MessageKey, ObjectCommit, StateDb};
@@ -44,8 +41,8 @@ pub struct Rolled {
     pub keys: Vec<MessageKey>,
     /// Newest `receivedAt` of its events (ms), for pruning.
     pub seen_at_ms: i64,
-    /// Log checkpoint to commit with it.
-    pub checkpoint: u64,
+    /// Its first log offset (how the writer knows it).
+    pub first: u64,
     /// When the roll started (roll latency metric).
     pub started: Instant,
 }
@@ -54,8 +51,8 @@ pub struct Rolled {
 pub struct Committed {
     /// Its keys, now in the dedupe index.
     pub keys: Vec<MessageKey>,
-    /// The checkpoint committed with it.
-    pub checkpoint: u64,
+    /// Its first log offset.
+    pub first: u64,
 }
 
 /// Everything the committer thread needs.
@@ -66,8 +63,6 @@ pub struct Parts {
     pub sink: Arc<dyn Sink>,
     /// Runtime for the sink's futures.
     pub rt: Handle,
-    /// The log (truncated after each commit).
-    pub log: Arc<dyn Broker>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Sink health, shared with the front-end.
@@ -167,7 +162,6 @@ fn commit(p: &mut Parts, r: Rolled) -> Committed {
             path: &r.path,
             keys: &r.keys,
             seen_at_ms: r.seen_at_ms,
-            checkpoint: Some(r.checkpoint),
         })
         .map_err(|e| e.to_string())
     });
@@ -193,13 +187,10 @@ fn commit(p: &mut Parts, r: Rolled) -> Committed {
             .events_duplicate
             .fetch_add(removed, Ordering::Relaxed);
     }
-    if let Err(e) = p.log.truncate_below(r.checkpoint) {
-        tracing::warn!(error = %e, "log truncation failed");
-    }
     tracing::debug!(path = %r.path, events, size, "object committed");
     Committed {
         keys: r.keys,
-        checkpoint: r.checkpoint,
+        first: r.first,
     }
 }
 

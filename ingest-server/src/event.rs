@@ -55,6 +55,8 @@ pub struct Prepared {
     pub records: Vec<EventRecord>,
     /// Refused events.
     pub rejected: Vec<Rejection>,
+    /// Bytes of the accepted events as stored.
+    pub stored_bytes: usize,
 }
 
 /// Request-level errors (the whole request is refused with 400).
@@ -71,11 +73,34 @@ pub enum RequestError {
     /// nesting).
     #[error("{0}")]
     Malformed(#[from] rawjson::Malformed),
+    /// The events expand, with the top-level `context`/`integrations` merged
+    /// into each, to more than a request may store.
+    #[error(
+        "the events expand to more than {limit} bytes once the batch's top-level context and \
+         integrations are merged into each; send fewer events per batch, or context in each event"
+    )]
+    Expands {
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
 /// Nesting left for a value with `n` containers around it.
 const fn depth_under(n: usize) -> usize {
     MAX_DEPTH - n
+}
+
+/// Size limits of a request's events.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest event, as compact JSON with the top-level `context` and
+    /// `integrations` merged in (the server's own fields, a few hundred bytes,
+    /// come on top).
+    pub max_event_bytes: usize,
+    /// Largest total of a request's accepted events, as stored. A body within
+    /// the batch limit can still expand, through a top-level `context` merged
+    /// into each of its events; this bounds what one request may cost.
+    pub max_request_bytes: usize,
 }
 
 /// Normalises, validates and enriches every item of a request.
@@ -84,7 +109,7 @@ pub fn prepare(
     body: &Body<'_>,
     source: &str,
     received: DateTime<Utc>,
-    max_event_bytes: usize,
+    limits: Limits,
 ) -> Result<Prepared, RequestError> {
     let (fields, batch) = match &body.root {
         Root::Object { fields, batch } => (fields, batch),
@@ -109,7 +134,7 @@ pub fn prepare(
         },
         received,
         received_str: &received_str,
-        max_event_bytes,
+        max_event_bytes: limits.max_event_bytes,
     };
     let mut scratch = Scratch::default();
     let mut out = Prepared::default();
@@ -140,7 +165,15 @@ pub fn prepare(
                         Err("event must be a JSON object".into())
                     }
                 };
+                if let Ok(record) = &result {
+                    out.stored_bytes += record.json.len();
+                }
                 push(&mut out, index, result);
+                if out.stored_bytes > limits.max_request_bytes {
+                    return Err(RequestError::Expands {
+                        limit: limits.max_request_bytes,
+                    });
+                }
             }
         }
         Endpoint::Single(kind) => {
@@ -150,6 +183,52 @@ pub fn prepare(
         }
     }
     Ok(out)
+}
+
+/// What a request sends, for telling an `Idempotency-Key` retry (the same
+/// events) from a reuse of the key with other events: each item's `messageId`
+/// as sent, or, for an item without one, its members except `sentAt` (which
+/// changes on every retry). Top-level members other than the items (`sentAt`,
+/// `context`) are left out for the same reason.
+pub fn fingerprint(endpoint: Endpoint, body: &Body<'_>) -> [u8; 16] {
+    let mut h = twox_hash::XxHash3_128::new();
+    let mut item = |fields: &Fields<'_>| {
+        match rawjson::last(fields, "messageId") {
+            Some(id) => {
+                h.write(b"i");
+                h.write(id.get().as_bytes());
+            }
+            None => {
+                h.write(b"r");
+                for (k, v) in fields.iter().filter(|(k, _)| k != "sentAt") {
+                    h.write(&(k.len() as u64).to_le_bytes());
+                    h.write(k.as_bytes());
+                    h.write(&(v.get().len() as u64).to_le_bytes());
+                    h.write(v.get().as_bytes());
+                }
+            }
+        }
+        h.write(b";");
+    };
+    match (&body.root, endpoint) {
+        (
+            Root::Object {
+                batch: Some(Batch::Items(items)),
+                ..
+            },
+            Endpoint::Batch,
+        ) => {
+            for i in items {
+                match i {
+                    Shallow::Object(fields) => item(fields),
+                    _ => item(&Vec::new()),
+                }
+            }
+        }
+        (Root::Object { fields, .. }, Endpoint::Single(_)) => item(fields),
+        _ => {}
+    }
+    h.finish_128().to_le_bytes()
 }
 
 fn push(out: &mut Prepared, index: usize, result: Result<EventRecord, String>) {
@@ -496,7 +575,8 @@ fn build(ev: &Event<'_, '_>, size: usize, s: &Shared<'_>) -> Result<EventRecord,
         .iter()
         .filter_map(|t| t.as_ref().map(TopObject::len))
         .sum::<usize>();
-    let mut out = Vec::with_capacity(size + ENRICHED_BYTES + extra);
+    // Capped: an accepted record never holds more than the limit allows.
+    let mut out = Vec::with_capacity((size + extra).min(s.max_event_bytes) + ENRICHED_BYTES);
     out.push(b'{');
     for (i, (((k, _), &hidden), &slot)) in
         ev.fields.iter().zip(ev.shadowed).zip(ev.slots).enumerate()
@@ -521,8 +601,13 @@ fn build(ev: &Event<'_, '_>, size: usize, s: &Shared<'_>) -> Result<EventRecord,
         ("integrations", &integrations, &s.integrations),
     ] {
         if let (Merge::Write, Some(top)) = (plan, top) {
-            write_merged(&mut out, field, ev.get(field), top)?;
+            write_merged(&mut out, field, ev.get(field), top, s.max_event_bytes)?;
         }
+    }
+    // The limit holds for the event with the batch's members merged in (plus its
+    // closing brace); the server's own fields below add a bounded few hundred bytes.
+    if out.len() + 1 > s.max_event_bytes {
+        return Err(too_large_as_stored(out.len() + 1, s.max_event_bytes));
     }
     if let Some(kind) = s.forced_type {
         member_str(&mut out, "type", kind);
@@ -550,6 +635,13 @@ fn build(ev: &Event<'_, '_>, size: usize, s: &Shared<'_>) -> Result<EventRecord,
 }
 
 const MESSAGE_ID: &str = "`messageId` must be a non-empty string of at most 256 characters";
+
+fn too_large_as_stored(size: usize, limit: usize) -> String {
+    format!(
+        "event is over {size} bytes with the batch's top-level context and integrations merged \
+         in, over the {limit}-byte limit; send less in properties, traits or context"
+    )
+}
 
 /// Appends `"key":value` (with a comma unless first in the object).
 #[expect(
@@ -582,6 +674,7 @@ fn write_merged(
     field: &'static str,
     own: Option<&str>,
     top: &TopObject<'_>,
+    limit: usize,
 ) -> Result<(), String> {
     member_static(out, field, b"{");
     let own_fields = match own.map(serde_json::from_str::<Shallow<'_>>) {
@@ -609,7 +702,16 @@ fn write_merged(
             own_fields.iter().any(|(o, _)| o == k)
         };
         if !present {
-            member(out, k, top.values.get(range.clone()).unwrap_or_default());
+            // Refused before it is copied: a large top-level member merged into
+            // every event of a batch would otherwise cost its size per event.
+            let value = top.values.get(range.clone()).unwrap_or_default();
+            if out.len() + k.len() + value.len() > limit {
+                return Err(too_large_as_stored(
+                    out.len() + k.len() + value.len(),
+                    limit,
+                ));
+            }
+            member(out, k, value);
         }
     }
     out.push(b'}');
@@ -984,7 +1086,11 @@ mod tests {
         max: usize,
     ) -> Result<Result<Prepared, RequestError>, rawjson::Malformed> {
         let parsed = Body::parse(body, endpoint == Endpoint::Batch)?;
-        Ok(prepare(endpoint, &parsed, "ios", now(), max))
+        let limits = Limits {
+            max_event_bytes: max,
+            max_request_bytes: usize::MAX,
+        };
+        Ok(prepare(endpoint, &parsed, "ios", now(), limits))
     }
 
     fn prep(endpoint: Endpoint, body: &Value, max: usize) -> Result<Prepared, RequestError> {

@@ -38,7 +38,7 @@ use serde_json::{Map, Value};
 use crate::config::{StoreArgs, parse_size};
 use crate::format::{Encoder, Format};
 use crate::sink::{ObjectSink, Sink, partition_dir};
-use crate::state::{Intent, MessageKey, ObjectCommit, StateDb, message_key};
+use crate::state::{Intent, KeyDeriver, MessageKey, ObjectCommit, StateDb};
 
 /// Most partitions buffered at once; past it the largest buffer is written out.
 const MAX_OPEN_PARTITIONS: usize = 64;
@@ -102,8 +102,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
+    let keys = db.keys().context("cannot read the dedupe secret")?;
     let mut importer = Importer {
         sink: &sink,
+        keys,
         db,
         format: config.format,
         roll_bytes,
@@ -139,6 +141,7 @@ struct Open {
 
 struct Importer<'a> {
     sink: &'a ObjectSink,
+    keys: KeyDeriver,
     db: StateDb,
     format: Format,
     roll_bytes: u64,
@@ -165,14 +168,14 @@ impl Importer<'_> {
                     let format = Format::from_path(&intent.path)
                         .with_context(|| format!("unknown object format: {}", intent.path))?;
                     let events = format.decode(&bytes)?;
-                    let (keys, _) = crate::writer::keys_of(&events).map_err(anyhow::Error::msg)?;
+                    let (keys, _) =
+                        crate::writer::keys_of(&self.keys, &events).map_err(anyhow::Error::msg)?;
                     // An interrupted upload may not have finished its fsyncs.
                     self.sink.make_durable(&intent.path).await?;
                     let taken = self.db.commit_object(&ObjectCommit {
                         path: &intent.path,
                         keys: &keys,
                         seen_at_ms: now_ms(),
-                        checkpoint: None,
                     })?;
                     self.report.raced +=
                         crate::rewrite::apply(self.sink, &self.db, &intent.path, &taken).await?;
@@ -249,7 +252,7 @@ impl Importer<'_> {
             Some(_) => return Err("`receivedAt` is not a string".into()),
         };
         let dir = partition_dir(&source, received_ms);
-        Ok((dir, message_key(&source, &id), Value::Object(event)))
+        Ok((dir, self.keys.key(&source, &id), Value::Object(event)))
     }
 
     async fn add(&mut self, dir: String, key: MessageKey, event: &Value) -> anyhow::Result<()> {
@@ -331,7 +334,6 @@ impl Importer<'_> {
                 path: &path,
                 keys: &open.keys,
                 seen_at_ms: now_ms(),
-                checkpoint: None,
             })
             .with_context(|| format!("cannot commit {path}; re-run import to settle it"))?;
         for key in &open.keys {

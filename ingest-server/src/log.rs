@@ -14,8 +14,10 @@
 //! acknowledged. [`Broker::truncate_below`] deletes whole segments below the
 //! writer's checkpoint.
 //!
-//! A failed write (disk full) is cut back off the file and reported to every
-//! waiting request, which answers 503; the next append simply tries again.
+//! A failed write (disk full) is cut back off the file, and the cut is made
+//! durable before every waiting request is told (it answers 503), so those
+//! records cannot reappear after a crash; the next append simply tries again. If
+//! the cut itself fails, the log refuses appends until the server restarts.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -73,6 +75,9 @@ pub struct IdempotencyRecord {
     pub seen_at_ms: i64,
     /// HTTP status.
     pub status: u16,
+    /// What the request sent ([`crate::event::fingerprint`]); `None` in records
+    /// written before fingerprints were kept.
+    pub fingerprint: Option<[u8; 16]>,
     /// Response body.
     pub body: Vec<u8>,
 }
@@ -216,6 +221,7 @@ impl FileLog {
             next,
             segment_bytes,
             hook,
+            broken: false,
         };
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
@@ -336,6 +342,8 @@ struct Writer {
     next: u64,
     segment_bytes: u64,
     hook: IdempotencyHook,
+    /// Set when a failed append could not be cut off durably.
+    broken: bool,
 }
 
 /// An append waiting in the log thread: records, their size, who to tell.
@@ -453,6 +461,11 @@ impl Writer {
     }
 
     fn write(&mut self, buf: &[u8]) -> Result<(), LogError> {
+        if self.broken {
+            return Err(LogError::Io(std::io::Error::other(
+                "an earlier failed append could not be cut off the log; restart the server",
+            )));
+        }
         if self.len >= self.segment_bytes {
             let path = segment_path(&self.shared.dir, self.next);
             self.file = create_segment(&self.shared.dir, &path)?;
@@ -468,8 +481,17 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                // Cut off whatever part did land, so the next append starts clean.
-                let _ = self.file.set_len(self.len);
+                // Cut off whatever part did land, durably: records answered 503 must
+                // not come back after a crash. If even that fails, the tail is in an
+                // unknown state, so the log refuses every append from now on.
+                let cut = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.sync_all());
+                if let Err(cut) = cut {
+                    tracing::error!(error = %cut, "cannot cut a failed append off the log; refusing appends until restart");
+                    self.broken = true;
+                }
                 Err(LogError::Io(e))
             }
         }
@@ -512,7 +534,7 @@ fn record_size(r: &Record) -> u64 {
         Record::Event(e) => {
             8 + 1 + 8 + 2 + e.source.len() + 2 + e.message_id.len() + 4 + e.json.len()
         }
-        Record::Idempotency(i) => 8 + 1 + 8 + 2 + i.key.len() + 2 + 4 + i.body.len(),
+        Record::Idempotency(i) => 8 + 1 + 8 + 2 + i.key.len() + 2 + 16 + 4 + i.body.len(),
     };
     (body + 8) as u64
 }
@@ -531,10 +553,11 @@ fn encode(buf: &mut Vec<u8>, offset: u64, r: &Record) {
             buf.extend_from_slice(&e.json);
         }
         Record::Idempotency(i) => {
-            buf.push(2);
+            buf.push(3);
             buf.extend_from_slice(&i.seen_at_ms.to_le_bytes());
             put_str16(buf, &i.key);
             buf.extend_from_slice(&i.status.to_le_bytes());
+            buf.extend_from_slice(&i.fingerprint.unwrap_or_default());
             buf.extend_from_slice(&(i.body.len() as u32).to_le_bytes());
             buf.extend_from_slice(&i.body);
         }
@@ -609,15 +632,21 @@ fn decode_owned(mut body: Vec<u8>) -> Result<(u64, Record), LogError> {
                 json: body,
             })
         }
-        2 => {
+        // 2: without a fingerprint (older logs); 3: with one.
+        2 | 3 => {
             let seen_at_ms = c.u64()? as i64;
             let key = c.str16()?;
             let status = c.u16()?;
+            let fingerprint = match kind {
+                3 => Some(c.take(16)?.try_into().unwrap_or_default()),
+                _ => None,
+            };
             let n = c.u32()? as usize;
             Record::Idempotency(IdempotencyRecord {
                 key,
                 seen_at_ms,
                 status,
+                fingerprint,
                 body: c.take(n)?.to_vec(),
             })
         }

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::format::Format;
 use crate::sink::Sink;
-use crate::state::{MessageKey, StateDb};
+use crate::state::{KeyDeriver, MessageKey, StateDb};
 
 /// Rewrites `path` without the events whose keys are in `taken`, then marks the
 /// rewrite done. Returns how many events were removed.
@@ -37,7 +37,10 @@ pub async fn apply(
     {
         // Deleted by an earlier, interrupted run of this rewrite.
         None => 0,
-        Some(bytes) => filter(sink, path, &bytes, taken).await?,
+        Some(bytes) => {
+            let keys = db.keys().context("cannot read the dedupe secret")?;
+            filter(sink, &keys, path, &bytes, taken).await?
+        }
     };
     db.finish_rewrite(path)
         .with_context(|| format!("cannot mark the rewrite of {path} done"))?;
@@ -49,6 +52,7 @@ pub async fn apply(
 
 async fn filter(
     sink: &dyn Sink,
+    deriver: &KeyDeriver,
     path: &str,
     bytes: &[u8],
     taken: &[MessageKey],
@@ -57,7 +61,7 @@ async fn filter(
     let events = format
         .decode(bytes)
         .with_context(|| format!("cannot decode {path}"))?;
-    let (keys, _) = crate::writer::keys_of(&events).map_err(anyhow::Error::msg)?;
+    let (keys, _) = crate::writer::keys_of(deriver, &events).map_err(anyhow::Error::msg)?;
     let taken: HashSet<&MessageKey> = taken.iter().collect();
     let keep: Vec<&Value> = events
         .iter()

@@ -39,29 +39,51 @@ use crate::log::IdempotencyRecord;
 /// 16-byte dedupe key of a message.
 pub type MessageKey = [u8; 16];
 
-/// The dedupe key of `message_id` within `source`.
+/// Derives dedupe keys with the data directory's secret (see [`StateDb::keys`]).
 ///
-/// A `messageId` that is a UUID keeps its bytes, with the low 8 bytes XORed with
-/// a 64-bit hash of the source (dedupe is per source). For UUID v7 (what the
-/// Tributary SDK sends) the high bytes are a millisecond timestamp, so new keys
-/// land at the right edge of the index B-tree: lookups and inserts hit the same
-/// few cached pages instead of one random page per event. Any other id is hashed
-/// (xxh3-128 of `source \0 messageId`). The two families cannot be confused in
-/// practice: a hashed key equals a UUID key with probability 2^-128.
-pub fn message_key(source: &str, message_id: &str) -> MessageKey {
-    if let Some(uuid) = parse_uuid(message_id) {
-        let mut key = *uuid.as_bytes();
-        let salt = twox_hash::XxHash3_64::oneshot(source.as_bytes()).to_be_bytes();
-        for (k, s) in key[8..].iter_mut().zip(salt) {
-            *k ^= s;
-        }
-        return key;
+/// A `messageId` that is a UUID keeps its high 8 bytes, and the low 8 bytes are
+/// a keyed hash (SipHash-1-3, 128 bits, truncated) of the source and the whole
+/// UUID. For UUID v7 (what the Tributary SDK sends) the high bytes are a
+/// millisecond timestamp, so new keys land at the right edge of the index
+/// B-tree: lookups and inserts hit the same few cached pages instead of one
+/// random page per event. Any other id is the full 128-bit keyed hash of the
+/// source and the id.
+///
+/// The hash is keyed with a secret, so a client of one source cannot craft an id
+/// whose key collides with a known id of another source (with an unkeyed salt it
+/// could: a public hash of the source is known, and XOR is invertible). Within a
+/// source two ids collide with probability 2^-64 (same millisecond and the same
+/// 12 random bits of a v7 UUID, then a 64-bit hash) or 2^-128.
+#[derive(Clone)]
+pub struct KeyDeriver {
+    secret: (u64, u64),
+}
+
+impl KeyDeriver {
+    /// A deriver with this secret.
+    pub const fn new(secret: (u64, u64)) -> Self {
+        Self { secret }
     }
-    let mut h = twox_hash::XxHash3_128::new();
-    h.write(source.as_bytes());
-    h.write(&[0]);
-    h.write(message_id.as_bytes());
-    h.finish_128().to_le_bytes()
+
+    /// The dedupe key of `message_id` within `source`.
+    pub fn key(&self, source: &str, message_id: &str) -> MessageKey {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip128::SipHasher13::new_with_keys(self.secret.0, self.secret.1);
+        // Length-prefixed: no (source, id) pair can be spelled as another.
+        h.write_u64(source.len() as u64);
+        h.write(source.as_bytes());
+        if let Some(uuid) = parse_uuid(message_id) {
+            h.write_u8(1);
+            h.write(uuid.as_bytes());
+            let mac = siphasher::sip128::Hasher128::finish128(&h).as_bytes();
+            let mut key = *uuid.as_bytes();
+            key[8..].copy_from_slice(&mac[..8]);
+            return key;
+        }
+        h.write_u8(2);
+        h.write(message_id.as_bytes());
+        siphasher::sip128::Hasher128::finish128(&h).as_bytes()
+    }
 }
 
 /// A UUID in its canonical hyphenated form (36 characters) only: other spellings
@@ -79,10 +101,11 @@ fn parse_uuid(id: &str) -> Option<uuid::Uuid> {
         .then_some(uuid)
 }
 
-/// How [`message_key`] derives keys and the dedupe tables hold them (3: UUID
-/// keys, `commits` key lists). Stored in `meta`; a database written with another
-/// scheme is refused rather than silently missing duplicates.
-pub const KEY_SCHEME: i64 = 3;
+/// How [`KeyDeriver`] derives keys and the dedupe tables hold them (4: keyed
+/// hashes, UUID keys time-ordered, `commits` key lists). Stored in `meta`; a
+/// database written with another scheme is refused rather than silently missing
+/// duplicates.
+pub const KEY_SCHEME: i64 = 4;
 
 /// Keys per row of `commits` (1 MiB blobs).
 const KEYS_PER_ROW: usize = 65_536;
@@ -110,8 +133,17 @@ pub struct ObjectCommit<'a> {
     pub keys: &'a [MessageKey],
     /// `seen_at` of those keys (ms since epoch; used for window pruning).
     pub seen_at_ms: i64,
-    /// New log checkpoint, if this commit moves it (the writer does; import doesn't).
-    pub checkpoint: Option<u64>,
+}
+
+/// The answer kept for an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// Response body.
+    pub body: Vec<u8>,
+    /// What the answered request sent, if known ([`crate::event::fingerprint`]).
+    pub fingerprint: Option<[u8; 16]>,
 }
 
 /// The state database.
@@ -182,10 +214,46 @@ impl StateDb {
                  path TEXT PRIMARY KEY, keys BLOB NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS idempotency (
                  key TEXT PRIMARY KEY, seen_at INTEGER NOT NULL, status INTEGER NOT NULL,
-                 body BLOB NOT NULL) WITHOUT ROWID;",
+                 body BLOB NOT NULL, fingerprint BLOB) WITHOUT ROWID;",
         )?;
+        // Databases from before fingerprints were kept: add the column.
+        let has_fingerprint = conn
+            .prepare("SELECT 1 FROM pragma_table_info('idempotency') WHERE name = 'fingerprint'")?
+            .exists([])?;
+        if !has_fingerprint {
+            conn.execute("ALTER TABLE idempotency ADD COLUMN fingerprint BLOB", [])?;
+        }
         check_key_scheme(&conn)?;
         Ok(Self { conn })
+    }
+
+    /// The key deriver of this data directory, with its secret (created, from
+    /// the OS's random source, by the first caller).
+    pub fn keys(&self) -> rusqlite::Result<KeyDeriver> {
+        let mut fresh = [0u8; 16];
+        getrandom::fill(&mut fresh).map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(format!("no OS randomness for the dedupe secret: {e}")),
+            )
+        })?;
+        let half = |b: &[u8]| i64::from_le_bytes(b.try_into().unwrap_or_default());
+        // Two rows, each inserted only if absent: racing first callers agree.
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta(k, v) VALUES('dedupe_secret_0', ?1), ('dedupe_secret_1', ?2)",
+            [half(&fresh[..8]), half(&fresh[8..])],
+        )?;
+        let get = |k: &str| -> rusqlite::Result<u64> {
+            self.conn
+                .query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|v| v as u64)
+        };
+        Ok(KeyDeriver::new((
+            get("dedupe_secret_0")?,
+            get("dedupe_secret_1")?,
+        )))
     }
 
     /// Relaxes commits to `synchronous=NORMAL` (WAL: safe against process crashes,
@@ -208,11 +276,12 @@ impl StateDb {
         Ok(v.unwrap_or(0) as u64)
     }
 
-    /// Moves the checkpoint (when no object is open, nothing else to commit).
+    /// Moves the checkpoint forward (never back: the writer's is monotonic, and
+    /// `max` keeps a stale caller from undoing it).
     pub fn set_checkpoint(&self, offset: u64) -> rusqlite::Result<()> {
         self.conn.execute(
             "INSERT INTO meta(k, v) VALUES('checkpoint', ?1)
-             ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+             ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v)",
             [offset as i64],
         )?;
         Ok(())
@@ -279,7 +348,7 @@ impl StateDb {
         Ok(())
     }
 
-    /// Commits a durable object atomically: dedupe keys, intent removal, checkpoint.
+    /// Commits a durable object atomically: dedupe keys and intent removal.
     ///
     /// Returns the keys that were already in the index: another process (`import`
     /// beside the server, or the other way round) committed those events first,
@@ -324,13 +393,6 @@ impl StateDb {
                 )?;
             }
             tx.execute("DELETE FROM intents WHERE path = ?1", [commit.path])?;
-            if let Some(c) = commit.checkpoint {
-                tx.execute(
-                    "INSERT INTO meta(k, v) VALUES('checkpoint', ?1)
-                     ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v)",
-                    [c as i64],
-                )?;
-            }
         }
         tx.commit()?;
         Ok(taken)
@@ -364,10 +426,12 @@ impl StateDb {
         let tx = self.conn.transaction()?;
         {
             let mut st = tx.prepare_cached(
-                "INSERT OR IGNORE INTO idempotency(key, seen_at, status, body) VALUES(?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO idempotency(key, seen_at, status, body, fingerprint)
+                 VALUES(?1, ?2, ?3, ?4, ?5)",
             )?;
             for r in records {
-                st.execute(params![r.key, r.seen_at_ms, r.status, r.body])?;
+                let fp = r.fingerprint.as_ref().map(|f| &f[..]);
+                st.execute(params![r.key, r.seen_at_ms, r.status, r.body, fp])?;
             }
         }
         tx.commit()
@@ -378,14 +442,21 @@ impl StateDb {
         &self,
         key: &str,
         since_ms: i64,
-    ) -> rusqlite::Result<Option<(u16, Vec<u8>)>> {
+    ) -> rusqlite::Result<Option<StoredAnswer>> {
         // Cached: this runs once per request, and parsing the SQL each time showed
         // in the front-end's profile.
         self.conn
             .prepare_cached(
-                "SELECT status, body FROM idempotency WHERE key = ?1 AND seen_at >= ?2",
+                "SELECT status, body, fingerprint FROM idempotency WHERE key = ?1 AND seen_at >= ?2",
             )?
-            .query_row(params![key, since_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![key, since_ms], |r| {
+                let fp: Option<Vec<u8>> = r.get(2)?;
+                Ok(StoredAnswer {
+                    status: r.get(0)?,
+                    body: r.get(1)?,
+                    fingerprint: fp.and_then(|f| f.try_into().ok()),
+                })
+            })
             .optional()
     }
 
@@ -452,14 +523,15 @@ impl StateDb {
 
 #[cfg(test)]
 mod tests {
+    const K: KeyDeriver = KeyDeriver::new((1, 2));
     use super::*;
 
     #[test]
     fn commit_is_atomic_and_dedupes() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = StateDb::open(dir.path()).unwrap();
-        let k = message_key("s", "m1");
-        assert_ne!(k, message_key("t", "m1"));
+        let k = K.key("s", "m1");
+        assert_ne!(k, K.key("t", "m1"));
         let intent = Intent {
             path: "p".into(),
             first: 3,
@@ -472,12 +544,10 @@ mod tests {
             path: "p",
             keys: &[k],
             seen_at_ms: 1000,
-            checkpoint: Some(10),
         })
         .unwrap();
         assert!(db.contains(&k).unwrap());
         assert!(db.pending_intents().unwrap().is_empty());
-        assert_eq!(db.checkpoint().unwrap(), 10);
         assert_eq!(db.prune(2000).unwrap(), 1);
         assert!(!db.contains(&k).unwrap());
     }
@@ -486,18 +556,13 @@ mod tests {
     fn prune_deletes_exactly_the_keys_of_old_commits() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = StateDb::open(dir.path()).unwrap();
-        let old: Vec<MessageKey> = (0..70_000)
-            .map(|i| message_key("s", &format!("o{i}")))
-            .collect();
-        let new: Vec<MessageKey> = (0..10)
-            .map(|i| message_key("s", &format!("n{i}")))
-            .collect();
+        let old: Vec<MessageKey> = (0..70_000).map(|i| K.key("s", &format!("o{i}"))).collect();
+        let new: Vec<MessageKey> = (0..10).map(|i| K.key("s", &format!("n{i}"))).collect();
         let commit = |db: &mut StateDb, path: &str, keys: &[MessageKey], at: i64| {
             db.commit_object(&ObjectCommit {
                 path,
                 keys,
                 seen_at_ms: at,
-                checkpoint: None,
             })
             .unwrap()
         };
@@ -517,16 +582,43 @@ mod tests {
     }
 
     #[test]
+    fn a_client_of_one_source_cannot_forge_another_sources_key() {
+        // The unkeyed scheme XORed a public hash of the source into a UUID's low
+        // bytes: this id, sent to source `x`, had the key of `known` in source `y`.
+        let known = uuid::Uuid::parse_str("01937f3e-0000-7000-8000-000000000001").unwrap();
+        let mut forged = *known.as_bytes();
+        let sx = twox_hash::XxHash3_64::oneshot(b"x").to_be_bytes();
+        let sy = twox_hash::XxHash3_64::oneshot(b"y").to_be_bytes();
+        for i in 0..8 {
+            forged[8 + i] ^= sx[i] ^ sy[i];
+        }
+        let forged = uuid::Uuid::from_bytes(forged).hyphenated().to_string();
+        assert_ne!(K.key("x", &forged), K.key("y", &known.to_string()));
+        // Length-prefixed: moving bytes between source and id changes the key.
+        assert_ne!(K.key("ab", "c"), K.key("a", "bc"));
+    }
+
+    #[test]
+    fn each_data_directory_has_its_own_secret_kept_across_opens() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let k1 = StateDb::open(d1.path()).unwrap().keys().unwrap();
+        let k1_again = StateDb::open(d1.path()).unwrap().keys().unwrap();
+        let k2 = StateDb::open(d2.path()).unwrap().keys().unwrap();
+        assert_eq!(k1.key("s", "m"), k1_again.key("s", "m"));
+        assert_ne!(k1.key("s", "m"), k2.key("s", "m"));
+    }
+
+    #[test]
     fn uuid_keys_are_time_ordered_and_scoped_by_source() {
         let a = "01937f3e-0000-7000-8000-000000000001";
         let b = "01937f3e-0001-7000-8000-000000000000";
-        assert!(message_key("s", a) < message_key("s", b));
-        assert_ne!(message_key("s", a), message_key("t", a));
-        assert_eq!(&message_key("s", a)[..8], &message_key("t", a)[..8]);
+        assert!(K.key("s", a) < K.key("s", b));
+        assert_ne!(K.key("s", a), K.key("t", a));
+        assert_eq!(&K.key("s", a)[..8], &K.key("t", a)[..8]);
         // Other spellings of a UUID are other ids: hashed, not equal.
-        assert_ne!(message_key("s", a), message_key("s", &a.to_uppercase()));
-        assert_ne!(message_key("s", a), message_key("s", &a.replace('-', "")));
-        assert_ne!(message_key("s", "m1"), message_key("s", "m2"));
+        assert_ne!(K.key("s", a), K.key("s", &a.to_uppercase()));
+        assert_ne!(K.key("s", a), K.key("s", &a.replace('-', "")));
+        assert_ne!(K.key("s", "m1"), K.key("s", "m2"));
     }
 
     #[test]
@@ -535,9 +627,8 @@ mod tests {
         let mut db = StateDb::open(dir.path()).unwrap();
         db.commit_object(&ObjectCommit {
             path: "p",
-            keys: &[message_key("s", "m")],
+            keys: &[K.key("s", "m")],
             seen_at_ms: 1,
-            checkpoint: None,
         })
         .unwrap();
         drop(db);
@@ -561,14 +652,13 @@ mod tests {
         let mut db = StateDb::open(dir.path()).unwrap();
         let base = db.size_bytes().unwrap();
         let keys: Vec<MessageKey> = (0..1_000_000)
-            .map(|i| message_key("src", &uuid_like(i)))
+            .map(|i| K.key("src", &uuid_like(i)))
             .collect();
         for (n, chunk) in keys.chunks(50_000).enumerate() {
             db.commit_object(&ObjectCommit {
                 path: &format!("p{n}"),
                 keys: chunk,
                 seen_at_ms: 1_700_000_000_000 + n as i64,
-                checkpoint: None,
             })
             .unwrap();
         }

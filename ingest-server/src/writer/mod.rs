@@ -62,20 +62,22 @@
 //! The dedupe window (`--dedupe-window`) prunes keys older than the window; the
 //! checkpoint lag is bounded by `--roll-interval`, far below any sane window.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use foldhash::HashSet;
 use tokio::runtime::Handle;
 
-use crate::committer::{Committed, Committer, Parts, Rolled, retry};
-use crate::format::{Encoder, Format};
-use crate::log::{Broker, EventRecord, LogReader, Record};
+use crate::committer::{Committed, Committer, Parts, retry};
+use crate::format::{Format, FormatError};
+use crate::log::{Broker, LogReader, Record};
 use crate::metrics::Metrics;
-use crate::sink::{Sink, object_path, partition_dir};
-use crate::state::{Intent, MessageKey, ObjectCommit, StateDb, message_key};
+use crate::sink::{Sink, object_path};
+use crate::state::{Intent, KeyDeriver, MessageKey, ObjectCommit, StateDb};
+
+pub mod placement;
+
+use placement::{Placement, RollLimits, Rolled};
 
 /// Writer settings.
 #[derive(Debug, Clone)]
@@ -92,6 +94,17 @@ pub struct WriterConfig {
     pub dedupe_window: Duration,
 }
 
+impl WriterConfig {
+    fn limits(&self) -> RollLimits {
+        RollLimits {
+            format: self.format,
+            roll_bytes: self.roll_bytes,
+            max_buffer_bytes: self.max_buffer_bytes,
+            roll_interval: self.roll_interval,
+        }
+    }
+}
+
 /// Shared flags between the writer and the front-end.
 #[derive(Default)]
 pub struct WriterStatus {
@@ -100,21 +113,6 @@ pub struct WriterStatus {
     /// False while uploads or commits are failing.
     pub sink_healthy: AtomicBool,
 }
-
-struct OpenObject {
-    encoder: Box<dyn Encoder>,
-    first: u64,
-    last: u64,
-    opened: Instant,
-    keys: Vec<MessageKey>,
-    max_received_ms: i64,
-    /// Memory this object holds, as last measured (part of `Writer::buffered`).
-    memory: u64,
-}
-
-/// Memory per buffered event besides the encoder: its key in `keys` and in the
-/// `pending` set.
-const KEY_OVERHEAD: u64 = 48;
 
 /// The writer, run on its own thread by [`spawn`].
 pub struct Writer {
@@ -125,22 +123,13 @@ pub struct Writer {
     rt: Handle,
     metrics: Arc<Metrics>,
     status: Arc<WriterStatus>,
-    open: HashMap<String, OpenObject>,
-    /// Keys of events in open objects and in objects not yet committed.
-    pending: HashSet<MessageKey>,
+    placement: Placement,
+    keys: KeyDeriver,
     committer: Committer,
+    /// The checkpoint as persisted.
     checkpoint: u64,
-    last_partition: PartitionCache,
-    /// Memory of all open objects together.
-    buffered: u64,
-}
-
-/// The partition directory of the last event (source, hour since the epoch).
-#[derive(Default)]
-struct PartitionCache {
-    source: String,
-    hour: i64,
-    dir: String,
+    /// Objects rolled by the last placement step, to hand to the committer.
+    rolled: Vec<Rolled>,
 }
 
 /// Most records deduped with one index transaction.
@@ -164,7 +153,6 @@ pub fn spawn(
         db: commit_db,
         sink: sink.clone(),
         rt: rt.clone(),
-        log: log.clone(),
         metrics: metrics.clone(),
         status: status.clone(),
     })?;
@@ -172,7 +160,10 @@ pub fn spawn(
         .name("writer".into())
         .spawn(move || {
             let checkpoint = read_checkpoint(&db);
+            let keys = read_keys(&db);
             let mut w = Writer {
+                placement: Placement::new(cfg.limits(), checkpoint),
+                keys,
                 cfg,
                 log,
                 db,
@@ -180,12 +171,9 @@ pub fn spawn(
                 rt,
                 metrics,
                 status,
-                open: HashMap::new(),
-                pending: HashSet::default(),
                 committer,
                 checkpoint,
-                last_partition: PartitionCache::default(),
-                buffered: 0,
+                rolled: Vec::new(),
             };
             w.run();
         })
@@ -206,6 +194,19 @@ fn read_checkpoint(db: &StateDb) -> u64 {
     }
 }
 
+/// The data directory's dedupe key deriver, retried until it can be read.
+fn read_keys(db: &StateDb) -> KeyDeriver {
+    loop {
+        match db.keys() {
+            Ok(k) => return k,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the dedupe secret; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -214,10 +215,9 @@ impl Writer {
     fn run(&mut self) {
         self.recover_intents();
         self.status.sink_healthy.store(true, Ordering::Release);
-        self.prune();
-        let mut reader = self.open_reader();
+        let mut reader = self.reopen(self.checkpoint);
         let mut last_tick = Instant::now();
-        let mut last_prune = Instant::now();
+        let mut last_prune: Option<Instant> = None;
         loop {
             let stopping = self.status.stop.load(Ordering::Acquire);
             let wait = if stopping {
@@ -243,22 +243,20 @@ impl Writer {
                     // Commits reported since the last chunk: their keys are in the
                     // index now, so the lookups below find them.
                     self.absorb_done();
-                    self.handle_chunk(chunk, reader.as_ref());
+                    self.handle_chunk(chunk);
                     if let Some(e) = failed {
                         tracing::error!(error = %e, "reading the log failed; retrying");
                         std::thread::sleep(Duration::from_secs(1));
-                        reader = self.reopen(reader.position());
+                        reader = self.reopen(self.placement.placed());
                     }
                 }
                 Ok(None) => {
                     if stopping && reader.position() >= self.log.durable_end() {
-                        let keys: Vec<String> = self.open.keys().cloned().collect();
-                        for k in keys {
-                            self.roll(&k, reader.as_ref());
-                        }
+                        self.placement.roll_all(&mut self.rolled);
+                        self.ship_rolled();
                         let done = self.committer.finish();
                         self.absorb(done);
-                        self.advance_idle(reader.as_ref());
+                        self.save_checkpoint();
                         tracing::info!(checkpoint = self.checkpoint, "writer drained");
                         return;
                     }
@@ -266,14 +264,16 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(error = %e, "reading the log failed; retrying");
                     std::thread::sleep(Duration::from_secs(1));
-                    reader = self.reopen(reader.position());
+                    reader = self.reopen(self.placement.placed());
                 }
             }
             if last_tick.elapsed() >= Duration::from_millis(100) {
                 last_tick = Instant::now();
                 self.absorb_done();
-                self.roll_expired(reader.as_ref());
-                self.advance_idle(reader.as_ref());
+                self.placement
+                    .roll_expired(Instant::now(), &mut self.rolled);
+                self.ship_rolled();
+                self.save_checkpoint();
                 self.metrics.log_lag_records.store(
                     self.log.durable_end().saturating_sub(self.checkpoint),
                     Ordering::Relaxed,
@@ -283,17 +283,16 @@ impl Writer {
                     .store(self.log.lag_bytes(), Ordering::Relaxed);
                 self.metrics
                     .writer_buffered_bytes
-                    .store(self.buffered, Ordering::Relaxed);
+                    .store(self.placement.buffered(), Ordering::Relaxed);
             }
-            if last_prune.elapsed() >= Duration::from_secs(60) {
-                last_prune = Instant::now();
+            // Pruning waits until the writer has caught up with the log once: see
+            // `prune` for why.
+            let caught_up = reader.position() >= self.log.durable_end();
+            if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) && caught_up {
+                last_prune = Some(Instant::now());
                 self.prune();
             }
         }
-    }
-
-    fn open_reader(&self) -> Box<dyn LogReader> {
-        self.reopen(self.checkpoint)
     }
 
     fn reopen(&self, offset: u64) -> Box<dyn LogReader> {
@@ -308,27 +307,49 @@ impl Writer {
         }
     }
 
-    fn handle_chunk(&mut self, chunk: Vec<(u64, Record)>, reader: &dyn LogReader) {
+    fn handle_chunk(&mut self, chunk: Vec<(u64, Record)>) {
         let keys: Vec<Option<MessageKey>> = chunk
             .iter()
             .map(|(_, r)| match r {
-                Record::Event(e) => Some(message_key(&e.source, &e.message_id)),
+                Record::Event(e) => Some(self.keys.key(&e.source, &e.message_id)),
                 Record::Idempotency(_) => None,
             })
             .collect();
-        // Objects rolled during this chunk keep their keys in `pending` until the
+        // Objects rolled during this chunk keep their keys pending until the
         // committer reports them (between chunks), so the lookup below misses none.
         let known = self.lookup_many(&keys);
-        let mut events = 0;
+        let (mut events, mut duplicates) = (0, 0);
+        let now = Instant::now();
         for (((offset, record), key), known) in chunk.into_iter().zip(keys).zip(known) {
-            if let (Record::Event(ev), Some(key)) = (record, key) {
-                self.handle(offset, ev, key, known, reader);
-                events += 1;
+            let (Record::Event(ev), Some(key)) = (record, key) else {
+                self.placement.skip(offset);
+                continue;
+            };
+            events += 1;
+            match self
+                .placement
+                .place(offset, &ev, key, known, now, &mut self.rolled)
+            {
+                Ok(true) => {}
+                Ok(false) => duplicates += 1,
+                // Cannot happen for events the front-end built; never stall on one.
+                Err(e) => {
+                    tracing::error!(error = %e, offset, "dropping an event the format cannot encode")
+                }
+            }
+            if !self.rolled.is_empty() {
+                self.ship_rolled();
             }
         }
         self.metrics
             .events_read
             .fetch_add(events, Ordering::Relaxed);
+        self.metrics
+            .events_duplicate
+            .fetch_add(duplicates, Ordering::Relaxed);
+        self.metrics
+            .writer_buffered_bytes
+            .store(self.placement.buffered(), Ordering::Relaxed);
     }
 
     fn lookup_many(&self, keys: &[Option<MessageKey>]) -> Vec<bool> {
@@ -343,137 +364,23 @@ impl Writer {
         }
     }
 
-    fn handle(
-        &mut self,
-        offset: u64,
-        ev: EventRecord,
-        key: MessageKey,
-        known: bool,
-        reader: &dyn LogReader,
-    ) {
-        if known || self.pending.contains(&key) {
-            self.metrics
-                .events_duplicate
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        // Most events fall in the partition of the one before: reuse its name
-        // rather than formatting (and allocating) one per event.
-        let hour = ev.received_at_ms.div_euclid(3_600_000);
-        let cache = &mut self.last_partition;
-        if cache.source != ev.source || cache.hour != hour || cache.dir.is_empty() {
-            cache.dir = partition_dir(&ev.source, ev.received_at_ms);
-            cache.source.clone_from(&ev.source);
-            cache.hour = hour;
-        }
-        let dir = cache.dir.as_str();
-        if !self.open.contains_key(dir) {
-            self.open.insert(
-                dir.to_string(),
-                OpenObject {
-                    encoder: self.cfg.format.encoder(),
-                    first: offset,
-                    last: offset,
-                    opened: Instant::now(),
-                    keys: Vec::new(),
-                    max_received_ms: 0,
-                    memory: 0,
-                },
-            );
-        }
-        let Some(obj) = self.open.get_mut(dir) else {
-            return;
-        };
-        if let Err(e) = obj.encoder.push_json(&ev.json) {
-            // Cannot happen for events the front-end built; never stall on one.
-            tracing::error!(error = %e, offset, "dropping an event the format cannot encode");
-            return;
-        }
-        obj.last = offset;
-        obj.keys.push(key);
-        obj.max_received_ms = obj.max_received_ms.max(ev.received_at_ms);
-        let memory = obj.encoder.memory_bytes() + KEY_OVERHEAD * obj.keys.len() as u64;
-        self.buffered = self.buffered - obj.memory + memory;
-        obj.memory = memory;
-        self.pending.insert(key);
-        if obj.encoder.approx_bytes() >= self.cfg.roll_bytes {
-            let dir = dir.to_string();
-            self.roll(&dir, reader);
-        }
-        if self.buffered > self.cfg.max_buffer_bytes {
-            self.roll_largest(reader);
+    /// Records the intent of each rolled object and hands it to the committer.
+    fn ship_rolled(&mut self) {
+        for obj in std::mem::take(&mut self.rolled) {
+            self.ship(obj);
         }
     }
 
-    /// Keeps memory bounded however many partitions are open (many sources):
-    /// the largest open object is rolled early.
-    fn roll_largest(&mut self, reader: &dyn LogReader) {
-        let largest = self
-            .open
-            .iter()
-            .max_by_key(|(_, o)| o.memory)
-            .map(|(dir, _)| dir.clone());
-        if let Some(dir) = largest {
-            tracing::debug!(%dir, buffered = self.buffered, "rolling early: --max-buffer-bytes reached");
-            self.roll(&dir, reader);
-        }
-    }
-
-    fn roll_expired(&mut self, reader: &dyn LogReader) {
-        let due: Vec<String> = self
-            .open
-            .iter()
-            .filter(|(_, o)| o.opened.elapsed() >= self.cfg.roll_interval)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in due {
-            self.roll(&k, reader);
-        }
-    }
-
-    /// With nothing open, everything read is settled: move the checkpoint.
-    fn advance_idle(&mut self, reader: &dyn LogReader) {
-        let pos = reader.position();
-        if !self.open.is_empty() || self.committer.in_flight() > 0 || pos <= self.checkpoint {
-            return;
-        }
-        match self.db.set_checkpoint(pos) {
-            Ok(()) => {
-                self.checkpoint = pos;
-                if let Err(e) = self.log.truncate_below(pos) {
-                    tracing::warn!(error = %e, "log truncation failed");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "checkpoint update failed; will retry"),
-        }
-    }
-
-    fn roll(&mut self, dir: &str, reader: &dyn LogReader) {
-        let Some(obj) = self.open.remove(dir) else {
-            return;
-        };
-        self.buffered -= obj.memory;
-        self.metrics
-            .writer_buffered_bytes
-            .store(self.buffered, Ordering::Relaxed);
+    fn ship(&mut self, obj: Rolled) {
         let started = Instant::now();
-        let events = obj.keys.len() as u64;
-        let bytes = match obj.encoder.finish() {
+        let bytes = match obj.bytes {
             Ok(b) => b,
-            Err(e) => {
-                // Only a format bug gets here (every event was pushed fine). Losing
-                // silently is worse than loud: count them as rejected.
-                tracing::error!(error = %e, events, "encoding an object failed; its events are dropped");
-                self.metrics
-                    .events_rejected
-                    .fetch_add(events, Ordering::Relaxed);
-                for k in &obj.keys {
-                    self.pending.remove(k);
-                }
-                return;
-            }
+            Err(e) => self.give_up(obj.first, &obj.keys, e),
         };
-        let path = object_path(dir, obj.first, obj.last, self.cfg.format);
+        if bytes.is_empty() {
+            return;
+        }
+        let path = object_path(&obj.dir, obj.first, obj.last, self.cfg.format);
         let intent = Intent {
             path: path.clone(),
             first: obj.first,
@@ -484,22 +391,26 @@ impl Writer {
                 .record_intent(&intent, now_ms())
                 .map_err(|e| e.to_string())
         });
-        // Valid when the committer gets to it: see `crate::committer`.
-        let checkpoint = self
-            .open
-            .values()
-            .map(|o| o.first)
-            .min()
-            .unwrap_or(u64::MAX)
-            .min(reader.position());
-        self.committer.send(Rolled {
+        self.committer.send(crate::committer::Rolled {
             path,
             payload: bytes::Bytes::from(bytes),
             keys: obj.keys,
             seen_at_ms: obj.max_received_ms,
-            checkpoint,
+            first: obj.first,
             started,
         });
+    }
+
+    /// Only a format bug gets here (every event was pushed fine). Losing
+    /// silently is worse than loud: the events are counted as rejected.
+    fn give_up(&mut self, first: u64, keys: &[MessageKey], e: FormatError) -> Vec<u8> {
+        let events = keys.len() as u64;
+        tracing::error!(error = %e, events, "encoding an object failed; its events are dropped");
+        self.metrics
+            .events_rejected
+            .fetch_add(events, Ordering::Relaxed);
+        self.placement.committed(first, keys);
+        Vec::new()
     }
 
     /// Takes in the commits the committer reported.
@@ -510,10 +421,25 @@ impl Writer {
 
     fn absorb(&mut self, done: Vec<Committed>) {
         for c in done {
-            for k in &c.keys {
-                self.pending.remove(k);
+            self.placement.committed(c.first, &c.keys);
+        }
+    }
+
+    /// Persists the placement's checkpoint if it moved, then lets the log drop
+    /// what is below it.
+    fn save_checkpoint(&mut self) {
+        let c = self.placement.checkpoint();
+        if c <= self.checkpoint {
+            return;
+        }
+        match self.db.set_checkpoint(c) {
+            Ok(()) => {
+                self.checkpoint = c;
+                if let Err(e) = self.log.truncate_below(c) {
+                    tracing::warn!(error = %e, "log truncation failed");
+                }
             }
-            self.checkpoint = self.checkpoint.max(c.checkpoint);
+            Err(e) => tracing::warn!(error = %e, "checkpoint update failed; will retry"),
         }
     }
 
@@ -591,7 +517,7 @@ impl Writer {
         let decoded = Format::from_path(&path)
             .ok_or_else(|| "unknown extension".to_string())
             .and_then(|f| f.decode(&bytes).map_err(|e| e.to_string()))
-            .and_then(|events| keys_of(&events));
+            .and_then(|events| keys_of(&self.keys, &events));
         match decoded {
             Ok((keys, seen)) => {
                 tracing::info!(%path, events = keys.len(), "re-committing an object uploaded before a crash");
@@ -606,7 +532,6 @@ impl Writer {
                             path: &path,
                             keys: &keys,
                             seen_at_ms: seen,
-                            checkpoint: None,
                         })
                         .map_err(|e| e.to_string())
                 });
@@ -626,8 +551,22 @@ impl Writer {
         }
     }
 
+    /// Deletes dedupe keys older than the window. The window is measured against
+    /// the events still to be settled, not only the clock: after a restart or
+    /// while the writer lags, the log above the checkpoint holds events received
+    /// long ago, and each of them must still find the keys it could duplicate
+    /// (or that are its own, from an object committed before the crash). So the
+    /// writer prunes only once it has caught up with the log (the caller's
+    /// condition), and never past the oldest event not yet committed. The margin
+    /// covers requests whose `receivedAt` order differs from their log order.
     fn prune(&mut self) {
-        let before = now_ms() - self.cfg.dedupe_window.as_millis() as i64;
+        let window = self.cfg.dedupe_window.as_millis() as i64;
+        let margin = (window / 10).min(60_000);
+        let horizon = self
+            .placement
+            .oldest_uncommitted_ms()
+            .map_or(now_ms(), |oldest| oldest.min(now_ms()));
+        let before = horizon - window - margin;
         if let Err(e) = self.db.prune(before) {
             tracing::warn!(error = %e, "pruning the dedupe index failed");
         }
@@ -642,7 +581,10 @@ impl Writer {
 
 /// Dedupe keys (and newest receivedAt) of decoded events, from their `source` and
 /// `messageId` fields.
-pub fn keys_of(events: &[serde_json::Value]) -> Result<(Vec<MessageKey>, i64), String> {
+pub fn keys_of(
+    deriver: &KeyDeriver,
+    events: &[serde_json::Value],
+) -> Result<(Vec<MessageKey>, i64), String> {
     let mut keys = Vec::with_capacity(events.len());
     let mut seen = 0i64;
     for ev in events {
@@ -650,7 +592,7 @@ pub fn keys_of(events: &[serde_json::Value]) -> Result<(Vec<MessageKey>, i64), S
         let id = ev["messageId"]
             .as_str()
             .ok_or("event without `messageId`")?;
-        keys.push(message_key(source, id));
+        keys.push(deriver.key(source, id));
         if let Some(t) = ev["receivedAt"]
             .as_str()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())

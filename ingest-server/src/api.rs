@@ -397,7 +397,20 @@ fn authenticate(s: &AppState, headers: &HeaderMap, body_key: Option<&str>) -> Op
         .and_then(|raw| String::from_utf8(raw).ok())
         .map(|userpass| userpass.split(':').next().unwrap_or("").to_string());
     let key = from_header.or_else(|| body_key.map(str::to_owned))?;
-    s.keys.get(&key).cloned()
+    source_of(&s.keys, &key)
+}
+
+/// The source of a write key, compared in constant time with every configured
+/// key: how long the answer takes must not tell how much of a key was right.
+fn source_of(keys: &BTreeMap<String, String>, key: &str) -> Option<String> {
+    use subtle::ConstantTimeEq;
+    let mut found = None;
+    for (known, source) in keys {
+        if bool::from(known.as_bytes().ct_eq(key.as_bytes())) {
+            found = Some(source);
+        }
+    }
+    found.cloned()
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {

@@ -104,6 +104,15 @@ pub struct ServeArgs {
     /// Requests handled at once; more get 429 with Retry-After [default: 1024].
     #[arg(long, env = "TRIBUTARY_MAX_INFLIGHT", value_name = "N")]
     pub max_inflight: Option<usize>,
+    /// Open client connections at most; further ones wait in the kernel's
+    /// accept queue until one closes [default: 10000].
+    #[arg(long, env = "TRIBUTARY_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request's headers, counted from the moment
+    /// the connection is open or idle: slow or idle connections are closed
+    /// [default: 30s].
+    #[arg(long, env = "TRIBUTARY_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<String>,
     /// Log bytes not yet in committed objects above which the server answers 503
     /// with Retry-After (the sink is behind) [default: 4GiB].
     #[arg(long, env = "TRIBUTARY_MAX_LOG_LAG", value_name = "SIZE")]
@@ -143,6 +152,8 @@ struct FileConfig {
     max_batch_bytes: Option<String>,
     body_timeout: Option<String>,
     max_inflight: Option<usize>,
+    max_connections: Option<usize>,
+    header_timeout: Option<String>,
     max_log_lag: Option<String>,
 }
 
@@ -184,6 +195,10 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Concurrent requests.
     pub max_inflight: usize,
+    /// Open client connections at most.
+    pub max_connections: usize,
+    /// Time to receive a request's headers on a new or idle connection.
+    pub header_timeout: Duration,
     /// Log lag (bytes) above which requests get 503.
     pub max_log_lag: u64,
 }
@@ -254,6 +269,17 @@ impl ServerCli {
         let body_timeout =
             pick_duration(&s.body_timeout, file.body_timeout, "body-timeout", "10s")?;
         let max_inflight = s.max_inflight.or(file.max_inflight).unwrap_or(1024).max(1);
+        let max_connections = s
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(10_000)
+            .max(1);
+        let header_timeout = pick_duration(
+            &s.header_timeout,
+            file.header_timeout,
+            "header-timeout",
+            "30s",
+        )?;
         let max_log_lag = pick_size(&s.max_log_lag, file.max_log_lag, "max-log-lag", 4096 * MIB)?;
         Ok(Config {
             store,
@@ -267,6 +293,8 @@ impl ServerCli {
             max_batch_bytes: max_batch_bytes as usize,
             body_timeout,
             max_inflight,
+            max_connections,
+            header_timeout,
             max_log_lag,
         })
     }

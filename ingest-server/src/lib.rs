@@ -24,6 +24,7 @@ pub mod log;
 pub mod metrics;
 pub mod rawjson;
 pub mod rewrite;
+pub mod serve;
 pub mod server;
 pub mod sink;
 pub mod state;

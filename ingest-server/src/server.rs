@@ -98,13 +98,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "ingest-server ready"
     );
     let shutdown_state = state.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: draining requests");
-            shutdown_state.shutting_down.store(true, Ordering::Release);
-        })
-        .await?;
+    let limits = crate::serve::ConnLimits {
+        max_connections: cfg.max_connections,
+        header_timeout: cfg.header_timeout,
+    };
+    crate::serve::serve(listener, router(state), limits, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining requests");
+        shutdown_state.shutting_down.store(true, Ordering::Release);
+    })
+    .await;
     // Every in-flight request is answered; write whatever is queued, then stop the log.
     log.close();
     status.stop.store(true, Ordering::Release);
@@ -143,7 +146,11 @@ fn generated_key(data_dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     if let Ok(text) = std::fs::read_to_string(&path) {
         let key = text.trim().to_string();
         if !key.is_empty() {
-            println!("write key (from {}): {key}", path.display());
+            // Printed on first start only: logs are read by more people than keys.
+            println!(
+                "write key: the one generated on first start, in {} (source `{DEFAULT_SOURCE}`)",
+                path.display()
+            );
             return parse_write_keys(&[key]);
         }
     }

@@ -548,6 +548,79 @@ fn generated_write_key_is_stored_with_mode_0600() {
         .unwrap();
     let _ = child.wait();
     assert!(out.contains(&key), "key not printed: {out}");
+
+    // Later starts say where the key is, not what it is.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ingest-server"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("second start", 20, || {
+        agent()
+            .get(&format!("http://127.0.0.1:{port}/health"))
+            .call()
+            .is_ok()
+    });
+    let _ = child.kill();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = child.wait();
+    assert!(!out.contains(&key), "key printed again: {out}");
+    assert!(out.contains("write-key"), "{out}");
+}
+
+/// At `--max-connections` the server stops accepting (the kernel queues new
+/// connections) until one closes; `--header-timeout` closes connections that
+/// send no complete headers, whether new or idle after a request.
+#[test]
+fn connections_are_capped_and_slow_or_idle_ones_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("d"),
+        &["--max-connections", "2", "--header-timeout", "1s"],
+    );
+    // Two idle connections (one after a request, one that never sends) hold both slots.
+    let mut used = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(used, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 512];
+    assert!(used.read(&mut buf).unwrap() > 0);
+    let mut silent = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    // A third connection is not served while they are open...
+    let mut third = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    write!(third, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(
+        third.read(&mut buf).is_err(),
+        "served beyond --max-connections"
+    );
+    // ...and is once the header timeout has closed the two idle ones.
+    for (what, idle) in [("idle after a request", &mut used), ("silent", &mut silent)] {
+        idle.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let t = std::time::Instant::now();
+        let n = idle
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("{what} connection not closed: {e}"));
+        eprintln!("{what}: closed after {:?}", t.elapsed());
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{what}: {text}");
+    }
+    third
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let n = third.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
 
 #[test]

@@ -717,7 +717,7 @@ fn count_events(root: &Path) -> (u64, u64) {
 
 /// (ids, bytes per million ids) of the dedupe index in `<data>/state.sqlite`.
 fn dedupe_bytes_per_million(data: &Path) -> Option<(u64, f64)> {
-    let db = ingest_server::state::StateDb::open(data).ok()?;
+    let db = ingest_server::StateDb::open(data).ok()?;
     let ids = db.dedupe_len().ok()?;
     let bytes = db.size_bytes().ok()?;
     if ids == 0 {

@@ -3,7 +3,7 @@
 //! Precedence, highest first: command-line flag, `TRIBUTARY_*` environment
 //! variable, the TOML file given with `--config`, the embedded default. Every
 //! option of [`ServeArgs`] is an `Option` so that the three sources can be
-//! merged; [`ServeArgs::resolve`] turns them into a checked [`Config`].
+//! merged; `resolve` turns them into a checked [`Config`].
 //!
 //! The TOML file uses the flag names as keys, e.g.
 //!
@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::format::Format;
+use crate::storage::format::Format;
 
 /// Default `--listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -255,13 +255,13 @@ impl ServerCli {
             &s.max_event_bytes,
             file.max_event_bytes,
             "max-event-bytes",
-            32 * 1024,
+            tributary_protocol::limits::SERVER_MAX_EVENT_BYTES as u64,
         )?;
         let max_batch_bytes = pick_size(
             &s.max_batch_bytes,
             file.max_batch_bytes,
             "max-batch-bytes",
-            500 * 1024,
+            tributary_protocol::limits::SERVER_MAX_BATCH_BYTES as u64,
         )?;
         if max_event_bytes == 0 || max_batch_bytes < max_event_bytes {
             bail!("--max-batch-bytes must be at least --max-event-bytes, and both above zero");

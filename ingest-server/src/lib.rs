@@ -2,30 +2,36 @@
 //! accepted event durable before it answers, and writes each event exactly once
 //! to partitioned objects in object storage.
 //!
-//! Stages (each behind a trait so it can be swapped):
+//! Stages, each depending only on the ones below it and on their traits:
 //!
-//! * [`api`]: HTTP front-end (auth, decode, validate, enrich) → [`log::Broker`];
-//! * [`log`]: durable local log with group commit ([`log::FileLog`]);
-//! * [`writer`]: log → dedupe ([`state`]) → partition buffers → objects;
-//! * [`sink`]: object storage ([`sink::Sink`], `object_store`), naming scheme;
-//! * [`format`]: NDJSON.gz and Parquet encoders.
+//! * [`http`](crate::http) (private): the front-end: routes, auth, body
+//!   decoding, validation and enrichment, idempotency answers, the accept loop;
+//!   it appends to a [`log::Broker`];
+//! * `log`: the durable log behind the `Broker` / `LogReader` traits (the seam a
+//!   message broker plugs into), and its local implementation with group commit;
+//! * `writer`: log → dedupe → partition buffers → objects, with its committer
+//!   thread and rewrites; the exactly-once argument is in its module docs;
+//! * `storage`: object storage (`object_store`) and the object formats;
+//! * `state`: the state database shared by the stages (dedupe index, intents,
+//!   checkpoint, idempotency answers);
+//! * [`tools`]: `compact` and `import`.
 //!
-//! The exactly-once argument is in [`writer`]'s module docs.
+//! Only what the binary and the tests use is public.
 
-pub mod api;
-pub mod committer;
-pub mod compact;
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
 pub mod config;
-pub mod dirlock;
-pub mod event;
-pub mod format;
-pub mod import;
-pub mod log;
-pub mod metrics;
-pub mod rawjson;
-pub mod rewrite;
-pub mod serve;
+mod dirlock;
+mod http;
+mod log;
+mod metrics;
 pub mod server;
-pub mod sink;
-pub mod state;
-pub mod writer;
+mod state;
+mod status;
+mod storage;
+pub mod tools;
+mod writer;
+
+pub use state::{Intent, StateDb};
+pub use storage::format;

@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use ingest_server::config::ServerCli;
-use ingest_server::{compact, import, server};
+use ingest_server::server;
+use ingest_server::tools::{compact, import};
 
 /// mimalloc instead of glibc malloc: the server allocates per event (JSON values,
 /// log records) on several threads, where glibc's arenas cost ~15% of the CPU.

@@ -16,13 +16,14 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
-use crate::api::{AppState, router};
 use crate::config::{Config, DEFAULT_SOURCE, WRITE_KEY_FILE, parse_write_keys};
+use crate::http::{AppState, router};
 use crate::log::{Broker, FileLog, SEGMENT_BYTES};
 use crate::metrics::Metrics;
-use crate::sink::{ObjectSink, Sink};
 use crate::state::StateDb;
-use crate::writer::{self, WriterConfig, WriterStatus};
+use crate::status::WriterStatus;
+use crate::storage::{ObjectSink, Sink};
+use crate::writer::{self, WriterConfig};
 
 /// How long shutdown waits for the writer to roll and commit open objects.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -98,11 +99,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "ingest-server ready"
     );
     let shutdown_state = state.clone();
-    let limits = crate::serve::ConnLimits {
+    let limits = crate::http::serve::ConnLimits {
         max_connections: cfg.max_connections,
         header_timeout: cfg.header_timeout,
     };
-    crate::serve::serve(listener, router(state), limits, async move {
+    crate::http::serve::serve(listener, router(state), limits, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining requests");
         shutdown_state.shutting_down.store(true, Ordering::Release);

@@ -3,14 +3,15 @@
 //!
 //! # API for other stages (`import`, `compact`)
 //!
-//! * [`message_key`]`(source, message_id)` → the 16-byte dedupe key (the UUID's
-//!   own bytes for UUID ids, salted by source; xxh3-128 of `source \0 messageId`
-//!   otherwise): dedupe is per source, like Segment's per write key.
+//! * [`StateDb::keys`] → the data directory's [`KeyDeriver`], whose
+//!   [`KeyDeriver::key`]`(source, message_id)` is the 16-byte dedupe key (a keyed
+//!   hash; time-ordered for UUID ids): dedupe is per source, like Segment's per
+//!   write key.
 //! * [`StateDb::contains`] → is this key already stored (within the window)?
 //! * [`StateDb::record_intent`] before uploading an object, then
 //!   [`StateDb::commit_object`] after the object is durable: inserts the dedupe
-//!   keys, deletes the intent and (for the writer) moves the checkpoint, all in
-//!   one transaction. [`StateDb::abandon_intent`] when the upload is given up
+//!   keys and deletes the intent in one transaction. The writer moves the
+//!   checkpoint on its own ([`StateDb::set_checkpoint`]). [`StateDb::abandon_intent`] when the upload is given up
 //!   and the object deleted.
 //! * [`StateDb::pending_intents`]: objects that may exist but are not committed
 //!   (compaction must not touch them; recovery settles them at start).
@@ -116,7 +117,7 @@ pub const STATE_FILE: &str = "state.sqlite";
 /// An object whose upload was started but not committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {
-    /// Object path relative to the store root (see [`crate::naming`]).
+    /// Object path relative to the store root (see [`crate::storage`]).
     pub path: String,
     /// First log offset in the object.
     pub first: u64,
@@ -142,7 +143,7 @@ pub struct StoredAnswer {
     pub status: u16,
     /// Response body.
     pub body: Vec<u8>,
-    /// What the answered request sent, if known ([`crate::event::fingerprint`]).
+    /// What the answered request sent, if known ([`crate::http::validate::fingerprint`]).
     pub fingerprint: Option<[u8; 16]>,
 }
 
@@ -354,7 +355,7 @@ impl StateDb {
     /// beside the server, or the other way round) committed those events first,
     /// after this one's lookup. The same transaction records a rewrite of `path`
     /// without them ([`StateDb::pending_rewrites`]), which the caller then carries
-    /// out ([`crate::rewrite`]): of two racing copies, the one committed second is
+    /// out ([`crate::writer::rewrite`]): of two racing copies, the one committed second is
     /// removed, so each event stays stored once.
     pub fn commit_object(
         &mut self,

@@ -352,8 +352,8 @@ async fn writer_starts_with_s3_down_and_recovers_exactly_once() {
     );
     let rel = rel.as_str();
     {
-        let db = ingest_server::state::StateDb::open(&data).unwrap();
-        let intent = ingest_server::state::Intent {
+        let db = ingest_server::StateDb::open(&data).unwrap();
+        let intent = ingest_server::Intent {
             path: rel.into(),
             first: 0,
             last: 9,

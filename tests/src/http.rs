@@ -26,6 +26,13 @@ pub struct RawResponse {
     pub body: String,
 }
 
+impl RawResponse {
+    /// The body read as a batch answer, when it is one.
+    pub fn answer(&self) -> Option<tributary_protocol::BatchResponse> {
+        serde_json::from_str(&self.body).ok()
+    }
+}
+
 /// POSTs `{"batch": events, "sentAt": sent_at}` gzip-compressed to
 /// `{endpoint}/v1/batch` with Basic auth and an `Idempotency-Key`, as the SDK does.
 pub fn post_batch(
@@ -42,11 +49,11 @@ pub fn post_batch(
     let bytes = gz.finish().expect("gzip");
     let auth = basic_auth(write_key);
     let result = agent
-        .post(format!("{endpoint}/v1/batch"))
+        .post(format!("{endpoint}{}", tributary_protocol::BATCH_PATH))
         .header("Authorization", &auth)
         .header("Content-Type", "application/json")
         .header("Content-Encoding", "gzip")
-        .header("Idempotency-Key", idempotency_key)
+        .header(tributary_protocol::header::IDEMPOTENCY_KEY, idempotency_key)
         .send(&bytes[..]);
     match result {
         Ok(mut resp) => RawResponse {

@@ -77,6 +77,8 @@ fn skewed_clocks(format: &str) {
             );
             status = response.status;
             if status == Some(200) {
+                let accepted = response.answer().map(|a| (a.accepted, a.rejected.len()));
+                assert_eq!(accepted, Some((events.len(), 0)), "{}", response.body);
                 break;
             }
             std::thread::sleep(Duration::from_millis(300));

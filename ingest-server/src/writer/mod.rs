@@ -18,13 +18,13 @@
 //!    retried until it succeeds. A successful upload is durable, power loss
 //!    included: S3 acknowledges a PUT once it is stored, and the local store
 //!    `fsync`s the file and the directories it changed before returning (see
-//!    [`crate::sink`]), so the commit below never names bytes still only in the
+//!    [`crate::storage`]), so the commit below never names bytes still only in the
 //!    page cache;
 //! 3. one SQLite transaction: insert O's dedupe keys, delete the intent, and set
 //!    `C = min(first offset of every still-open object, next offset to read)`,
 //!    both taken when `O` was rolled.
 //!
-//! Steps 2 and 3 run on the committer thread ([`crate::committer`]), one object
+//! Steps 2 and 3 run on the committer thread ([`crate::writer::committer`]), one object
 //! at a time in roll order, while this thread reads on. `O`'s keys stay in the
 //! in-memory `pending` set until the committer reports the commit, so an event
 //! read meanwhile is still recognised as a duplicate; after the report the index
@@ -63,19 +63,23 @@
 //! checkpoint lag is bounded by `--roll-interval`, far below any sane window.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
-use crate::committer::{Committed, Committer, Parts, retry};
-use crate::format::{Format, FormatError};
 use crate::log::{Broker, LogReader, Record};
 use crate::metrics::Metrics;
-use crate::sink::{Sink, object_path};
 use crate::state::{Intent, KeyDeriver, MessageKey, ObjectCommit, StateDb};
+use crate::storage::format::{Format, FormatError};
+use crate::storage::{Sink, object_path};
+use crate::writer::committer::{Committed, Committer, Parts, retry};
 
+pub mod committer;
 pub mod placement;
+pub mod rewrite;
+
+use crate::status::WriterStatus;
 
 use placement::{Placement, RollLimits, Rolled};
 
@@ -105,15 +109,6 @@ impl WriterConfig {
     }
 }
 
-/// Shared flags between the writer and the front-end.
-#[derive(Default)]
-pub struct WriterStatus {
-    /// Set to ask the writer to drain the log, roll everything and stop.
-    pub stop: AtomicBool,
-    /// False while uploads or commits are failing.
-    pub sink_healthy: AtomicBool,
-}
-
 /// The writer, run on its own thread by [`spawn`].
 pub struct Writer {
     cfg: WriterConfig,
@@ -137,7 +132,7 @@ const CHUNK: usize = 1024;
 
 /// Starts the writer thread: settles intents, then follows the log.
 /// `db` is the writer's connection to the state database, `commit_db` a second
-/// one for its committer thread ([`crate::committer`]).
+/// one for its committer thread ([`crate::writer::committer`]).
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     cfg: WriterConfig,
@@ -391,7 +386,7 @@ impl Writer {
                 .record_intent(&intent, now_ms())
                 .map_err(|e| e.to_string())
         });
-        self.committer.send(crate::committer::Rolled {
+        self.committer.send(crate::writer::committer::Rolled {
             path,
             payload: bytes::Bytes::from(bytes),
             keys: obj.keys,
@@ -444,7 +439,7 @@ impl Writer {
     }
 
     /// Removes from an object re-committed at start the events `import`
-    /// committed first (see [`crate::rewrite`]). They were never counted as
+    /// committed first (see [`crate::writer::rewrite`]). They were never counted as
     /// written by this process: only as duplicates.
     fn rewrite(&mut self, path: &str, taken: &[MessageKey]) {
         if taken.is_empty() {
@@ -452,7 +447,7 @@ impl Writer {
         }
         let removed = retry(&self.status, &self.metrics, "rewrite", || {
             self.rt
-                .block_on(crate::rewrite::apply(
+                .block_on(crate::writer::rewrite::apply(
                     self.sink.as_ref(),
                     &self.db,
                     path,
@@ -483,7 +478,7 @@ impl Writer {
         }
         let removed = retry(&self.status, &self.metrics, "settle rewrites", || {
             self.rt
-                .block_on(crate::rewrite::settle(
+                .block_on(crate::writer::rewrite::settle(
                     self.sink.as_ref(),
                     &self.db,
                     is_writer_object,

@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use foldhash::HashSet;
 
-use crate::format::{Encoder, Format};
 use crate::log::EventRecord;
-use crate::sink::partition_dir;
 use crate::state::MessageKey;
+use crate::storage::format::{Encoder, Format};
+use crate::storage::partition_dir;
 
 /// When objects roll.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +78,7 @@ pub struct Rolled {
     /// Newest `receivedAt` of its events (ms).
     pub max_received_ms: i64,
     /// The finished object, or why the format could not finish it.
-    pub bytes: Result<Vec<u8>, crate::format::FormatError>,
+    pub bytes: Result<Vec<u8>, crate::storage::format::FormatError>,
 }
 
 /// What the writer has placed since its checkpoint (see the module docs).
@@ -143,16 +143,6 @@ impl Placement {
         self.buffered
     }
 
-    /// Objects rolled and not yet committed.
-    pub fn rolled_count(&self) -> usize {
-        self.rolled.len()
-    }
-
-    /// True when nothing is open or waiting for its commit.
-    pub fn is_settled(&self) -> bool {
-        self.open.is_empty() && self.rolled.is_empty()
-    }
-
     /// Handles a record that holds no event (an idempotency answer).
     pub fn skip(&mut self, offset: u64) {
         self.placed = offset + 1;
@@ -169,7 +159,7 @@ impl Placement {
         known: bool,
         now: Instant,
         out: &mut Vec<Rolled>,
-    ) -> Result<bool, crate::format::FormatError> {
+    ) -> Result<bool, crate::storage::format::FormatError> {
         self.placed = offset + 1;
         if known || self.pending.contains(&key) {
             return Ok(false);

@@ -13,7 +13,7 @@
 //! * `source`: the source name of the write key. The write key is never stored.
 //!
 //! The body is never built into a `serde_json::Value` tree: each event is parsed
-//! one level deep ([`crate::rawjson`]) and written out as compact JSON straight
+//! one level deep ([`crate::http::rawjson`]) and written out as compact JSON straight
 //! from the raw bytes of its members. Of duplicate keys the last one wins.
 
 use std::borrow::Cow;
@@ -21,11 +21,10 @@ use std::collections::HashSet;
 use std::ops::Range;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::http::rawjson::{self, Batch, Body, Fields, Kind, MAX_DEPTH, Root, ScanError, Shallow};
 use crate::log::EventRecord;
-use crate::rawjson::{self, Batch, Body, Fields, Kind, MAX_DEPTH, Root, ScanError, Shallow};
 
 /// Which endpoint a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,14 +38,7 @@ pub enum Endpoint {
 /// Event types Segment defines.
 pub const TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
 
-/// An event refused by validation.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Rejection {
-    /// Index of the event in the batch (0 for single-event endpoints).
-    pub index: usize,
-    /// What is wrong and what to do.
-    pub reason: String,
-}
+pub use tributary_protocol::Rejection;
 
 /// Accepted records and refused events of one request.
 #[derive(Debug, Default)]

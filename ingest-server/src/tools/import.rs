@@ -26,7 +26,7 @@
 //! `import` may run while the server runs (SQLite WAL). An event that is at that
 //! moment both in the import and in the writer's open (uncommitted) object passes
 //! both lookups; whichever commits second finds its key taken and removes its copy
-//! again ([`crate::rewrite`]), so it is still stored once.
+//! again ([`crate::writer::rewrite`]), so it is still stored once.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
@@ -36,9 +36,9 @@ use anyhow::{Context, bail};
 use serde_json::{Map, Value};
 
 use crate::config::{StoreArgs, parse_size};
-use crate::format::{Encoder, Format};
-use crate::sink::{ObjectSink, Sink, partition_dir};
 use crate::state::{Intent, KeyDeriver, MessageKey, ObjectCommit, StateDb};
+use crate::storage::format::{Encoder, Format};
+use crate::storage::{ObjectSink, Sink, partition_dir};
 
 /// Most partitions buffered at once; past it the largest buffer is written out.
 const MAX_OPEN_PARTITIONS: usize = 64;
@@ -178,13 +178,15 @@ impl Importer<'_> {
                         seen_at_ms: now_ms(),
                     })?;
                     self.report.raced +=
-                        crate::rewrite::apply(self.sink, &self.db, &intent.path, &taken).await?;
+                        crate::writer::rewrite::apply(self.sink, &self.db, &intent.path, &taken)
+                            .await?;
                 }
                 None => self.db.abandon_intent(&intent.path)?,
             }
             self.report.settled += 1;
         }
-        self.report.raced += crate::rewrite::settle(self.sink, &self.db, is_import_object).await?;
+        self.report.raced +=
+            crate::writer::rewrite::settle(self.sink, &self.db, is_import_object).await?;
         Ok(())
     }
 
@@ -339,7 +341,7 @@ impl Importer<'_> {
         for key in &open.keys {
             self.seen.remove(key);
         }
-        let raced = crate::rewrite::apply(self.sink, &self.db, &path, &taken)
+        let raced = crate::writer::rewrite::apply(self.sink, &self.db, &path, &taken)
             .await
             .with_context(|| format!("cannot rewrite {path}; re-run import to finish it"))?;
         self.report.raced += raced;

@@ -30,7 +30,7 @@
 //!
 //! Each step is durable before the next, power loss included: S3 writes and deletes are;
 //! on the local store every `put` `fsync`s the file and its directories (see
-//! [`crate::sink`]), and the input deletes are made durable
+//! [`crate::storage`]), and the input deletes are made durable
 //! ([`ObjectSink::sync_deletes`]) before the intent goes, so the intent never vanishes
 //! while an input could come back.
 //!
@@ -40,7 +40,7 @@
 //! after the next run, each event in exactly one object. Between steps 2 and 3 a reader
 //! can see an event twice; that window is as short as the deletes.
 //!
-//! The output name is `c-<first>-<last>-<hash>.<ext>` (see [`crate::sink`]): the log
+//! The output name is `c-<first>-<last>-<hash>.<ext>` (see [`crate::storage`]): the log
 //! range covered by the inputs and a hash of the sorted input names, so a rerun of the
 //! same group writes the same object and never a second copy. Only one `compact` may
 //! run at a time against one storage root.
@@ -55,9 +55,9 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMul
 use serde::{Deserialize, Serialize};
 
 use crate::config::{StoreArgs, parse_size};
-use crate::format::Format;
-use crate::sink::ObjectSink;
 use crate::state::{STATE_FILE, StateDb};
+use crate::storage::ObjectSink;
+use crate::storage::format::Format;
 
 /// Folder (under the storage root) that holds compaction intents.
 pub const INTENT_DIR: &str = "_tributary_compaction";
@@ -193,7 +193,7 @@ pub async fn compact(
         .await
         .with_context(|| format!("cannot list objects under `{scope}`"))?;
     // Read after listing: see the module docs for why this order is safe.
-    // Objects with a pending rewrite (see `crate::rewrite`) are about to change too.
+    // Objects with a pending rewrite (see `crate::writer::rewrite`) are about to change too.
     let uncommitted: std::collections::HashSet<String> = match state {
         Some(db) => db
             .pending_intents()
@@ -450,7 +450,7 @@ async fn get_bytes(store: &dyn ObjectStore, path: &Path) -> anyhow::Result<bytes
 /// Writes an object in one PUT, or as a multipart upload when it is large (like the
 /// writer's sink, but on a full store path).
 async fn put_bytes(store: &dyn ObjectStore, path: &Path, bytes: Vec<u8>) -> anyhow::Result<()> {
-    if bytes.len() <= crate::sink::MULTIPART_THRESHOLD {
+    if bytes.len() <= crate::storage::MULTIPART_THRESHOLD {
         store
             .put(path, PutPayload::from(bytes))
             .await

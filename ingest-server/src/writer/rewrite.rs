@@ -18,9 +18,9 @@ use std::collections::HashSet;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::format::Format;
-use crate::sink::Sink;
 use crate::state::{KeyDeriver, MessageKey, StateDb};
+use crate::storage::Sink;
+use crate::storage::format::Format;
 
 /// Rewrites `path` without the events whose keys are in `taken`, then marks the
 /// rewrite done. Returns how many events were removed.

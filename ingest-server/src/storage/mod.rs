@@ -48,6 +48,8 @@
 //! makes deletes durable (object_store does not `fsync` for a delete), which
 //! compaction needs before it drops its intent.
 
+pub mod format;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -57,7 +59,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::config::StoreConfig;
-use crate::format::Format;
+use crate::storage::format::Format;
 
 /// Objects above this size are uploaded in parts.
 pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
@@ -114,8 +116,6 @@ pub trait Sink: Send + Sync {
     fn get(&self, path: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, SinkError>>;
     /// Deletes an object (absent is fine).
     fn delete(&self, path: &str) -> BoxFuture<'_, Result<(), SinkError>>;
-    /// Every object path (relative to the root) under `prefix` (relative, may be "").
-    fn list(&self, prefix: &str) -> BoxFuture<'_, Result<Vec<String>, SinkError>>;
     /// A cheap liveness check of the store.
     fn check(&self) -> BoxFuture<'_, Result<(), SinkError>>;
     /// Makes an existing object durable (data and directory entries), e.g. one
@@ -237,17 +237,6 @@ impl ObjectSink {
             .to_path_buf();
         blocking(move || sync_file_and_dirs(&file, &root)).await
     }
-
-    fn relative(&self, p: &ObjPath) -> String {
-        let s = p.as_ref();
-        if self.root.is_empty() {
-            s.to_string()
-        } else {
-            s.strip_prefix(&format!("{}/", self.root))
-                .unwrap_or(s)
-                .to_string()
-        }
-    }
 }
 
 impl Sink for ObjectSink {
@@ -284,19 +273,6 @@ impl Sink for ObjectSink {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(e.into()),
             }
-        })
-    }
-
-    fn list(&self, prefix: &str) -> BoxFuture<'_, Result<Vec<String>, SinkError>> {
-        let p = if prefix.is_empty() && self.root.is_empty() {
-            None
-        } else {
-            Some(self.full(prefix.trim_end_matches('/')))
-        };
-        Box::pin(async move {
-            use futures::TryStreamExt;
-            let metas: Vec<_> = self.store.list(p.as_ref()).try_collect().await?;
-            Ok(metas.iter().map(|m| self.relative(&m.location)).collect())
         })
     }
 

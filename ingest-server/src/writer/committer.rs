@@ -24,9 +24,9 @@ use bytes::Bytes;
 use tokio::runtime::Handle;
 
 use crate::metrics::Metrics;
-use crate::sink::Sink;
 use crate::state::{MessageKey, ObjectCommit, StateDb};
-use crate::writer::WriterStatus;
+use crate::status::WriterStatus;
+use crate::storage::Sink;
 
 /// Rolled objects waiting besides the one being committed.
 pub const IN_FLIGHT: usize = 1;
@@ -115,11 +115,6 @@ impl Committer {
         }
     }
 
-    /// Objects handed over and not yet reported committed.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
     /// Commits reported so far, without waiting.
     pub fn take_done(&mut self) -> Vec<Committed> {
         let mut out = Vec::new();
@@ -172,7 +167,7 @@ fn commit(p: &mut Parts, r: Rolled) -> Committed {
         .object(size, events, r.started.elapsed().as_micros() as u64);
     if !taken.is_empty() {
         let removed = retry(&p.status, &p.metrics, "rewrite", || {
-            p.rt.block_on(crate::rewrite::apply(
+            p.rt.block_on(crate::writer::rewrite::apply(
                 p.sink.as_ref(),
                 &p.db,
                 &r.path,

@@ -189,27 +189,34 @@ fn commit(p: &mut Parts, r: Rolled) -> Committed {
     }
 }
 
-/// Retries a step until it works, with capped backoff, marking the sink
-/// unhealthy (readiness, 503s) while it fails. Shutdown does not abandon it: an
-/// unfinished step would be settled by recovery on the next start, but
-/// finishing it keeps the object.
+/// Retries a step until it works, with exponential backoff from 100 ms capped
+/// at 5 s (backon), marking the sink unhealthy (readiness, 503s) while it
+/// fails. Shutdown does not abandon it: an unfinished step would be settled by
+/// recovery on the next start, but finishing it keeps the object.
 pub fn retry<T>(
     status: &WriterStatus,
     metrics: &Metrics,
     what: &str,
     mut step: impl FnMut() -> Result<T, String>,
 ) -> T {
-    let mut delay = Duration::from_millis(100);
+    use backon::{BlockingRetryable, ExponentialBuilder};
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times();
     loop {
-        match step() {
-            Ok(v) => return v,
-            Err(e) => {
+        let attempt = (&mut step)
+            .retry(policy)
+            .sleep(std::thread::sleep)
+            .notify(|e: &String, delay: Duration| {
                 status.sink_healthy.store(false, Ordering::Release);
                 metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "{what} failed; retrying in {delay:?}");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+            })
+            .call();
+        // Without a limit on attempts, backon only returns on success.
+        if let Ok(v) = attempt {
+            return v;
         }
     }
 }

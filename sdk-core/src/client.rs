@@ -16,6 +16,7 @@ use crate::logger::Log;
 use crate::queue::Store;
 use crate::shared::{Counters, Shared, Signals, lock};
 use crate::store_lock::StoreLock;
+use crate::supervise::supervise;
 use crate::writer::{self, CHANNEL_CAPACITY, Msg};
 use crate::{Config, DeviceContext, FlushResult, Logger, Stats, TributaryError};
 
@@ -266,11 +267,20 @@ impl Client {
         fields: &Fields<'_>,
         new_identity: Option<Identity>,
     ) -> Result<(), TributaryError> {
-        if self.shut_down.load(Ordering::Acquire) {
-            return Err(TributaryError::ShutDown);
-        }
         if !self.shared.is_enabled() {
             return Ok(());
+        }
+        let counters = &self.shared.counters;
+        if self.shut_down.load(Ordering::Acquire) {
+            counters.inc(&counters.recorded, 1);
+            counters.inc(&counters.dropped_shutdown, 1);
+            // The platform layers swallow this error (recording never throws
+            // there), so the logger is where the app developer sees it.
+            self.shared.log.warn(format!(
+                "a {} event was recorded after shutdown and dropped; create a new client to record more",
+                fields.kind.type_name()
+            ));
+            return Err(TributaryError::ShutDown);
         }
         let context = self.shared.context();
         let built = match &new_identity {
@@ -278,13 +288,18 @@ impl Client {
             None => event::build(fields, &self.shared.identity(), &context),
         };
         let size = built.json.len() as u64;
-        let counters = &self.shared.counters;
+        counters.inc(&counters.recorded, 1);
         if size > self.shared.config.max_event_bytes {
             counters.inc(&counters.dropped_too_large, 1);
-            return Err(TributaryError::EventTooLarge {
+            let error = TributaryError::EventTooLarge {
                 size,
                 limit: self.shared.config.max_event_bytes,
-            });
+            };
+            self.shared.log.warn(format!(
+                "a {} event was dropped: {error}",
+                fields.kind.type_name()
+            ));
+            return Err(error);
         }
         if let Some(identity) = new_identity {
             self.shared.set_identity(identity);
@@ -295,7 +310,10 @@ impl Client {
                 counters.inc(&counters.dropped_backpressure, 1);
                 Ok(())
             }
-            Err(TrySendError::Disconnected(_)) => Err(TributaryError::ShutDown),
+            Err(TrySendError::Disconnected(_)) => {
+                counters.inc(&counters.dropped_shutdown, 1);
+                Err(TributaryError::ShutDown)
+            }
         }
     }
 
@@ -358,12 +376,36 @@ impl Client {
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("tributary-writer".into())
-            .spawn(move || writer::run(writer_shared, rx, last_id))
+            .spawn(move || {
+                let mut last_id = last_id;
+                let s = &writer_shared;
+                supervise(
+                    "writer",
+                    &s.counters,
+                    &s.log,
+                    || s.stopping(),
+                    || {
+                        writer::run(s, &rx, &mut last_id);
+                    },
+                );
+            })
             .map_err(spawn_failed)?;
         let delivery_shared = shared.clone();
         let delivery = std::thread::Builder::new()
             .name("tributary-upload".into())
-            .spawn(move || crate::delivery::run(delivery_shared, retry_at_ms));
+            .spawn(move || {
+                let s = &delivery_shared;
+                supervise(
+                    "upload",
+                    &s.counters,
+                    &s.log,
+                    || s.stopping(),
+                    || {
+                        // After a restart, the persisted schedule is read again.
+                        crate::delivery::run(s, retry_at_ms);
+                    },
+                );
+            });
         let delivery = match delivery {
             Ok(handle) => handle,
             Err(e) => {

@@ -13,7 +13,6 @@
 //! write key is refused (401/403), while opted out, or before the persisted
 //! `next_attempt_at_ms` of the oldest batch.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::LogLevel;
@@ -40,8 +39,8 @@ enum Step {
 }
 
 /// Runs the delivery loop until `Signals::stop`.
-pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
-    startup_housekeeping(&shared);
+pub(crate) fn run(shared: &Shared, mut retry_at_ms: i64) {
+    startup_housekeeping(shared);
     let uploader = Uploader::new(&shared.config);
     let interval = Duration::from_millis(shared.config.flush_interval_ms);
     let mut next_tick = Instant::now() + interval;
@@ -87,7 +86,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
         }
         if last_age_check.elapsed() >= AGE_CHECK_EVERY {
             last_age_check = Instant::now();
-            evict_expired(&shared);
+            evict_expired(shared);
             // The age check alone does not start an upload.
             let s = lock(&shared.signals);
             let go =
@@ -98,7 +97,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
                 continue;
             }
         }
-        let step = attempt(&shared, &uploader, &mut prepared);
+        let step = attempt(shared, &uploader, &mut prepared);
         match step {
             Step::Empty => shared.signal(|s| {
                 // A flush() whose events were committed after our empty look

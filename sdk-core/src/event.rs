@@ -25,7 +25,8 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    fn type_name(self) -> &'static str {
+    /// The Segment `type` field.
+    pub(crate) fn type_name(self) -> &'static str {
         match self {
             Kind::Track => "track",
             Kind::Identify => "identify",
@@ -180,9 +181,22 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The latest instant RFC 3339 can write with a four-digit year: 9999-12-31T23:59:59.999Z.
+const MAX_RFC3339_MS: u64 = 253_402_300_799_999;
+
 /// RFC 3339 UTC timestamp with milliseconds, e.g. `2026-11-24T14:37:54.123Z`.
+///
+/// `humantime` panics on a time before 1970 (a device whose clock was reset)
+/// and on years past 9999, and this runs inside `track`: the time is clamped
+/// into `[1970-01-01T00:00:00.000Z, 9999-12-31T23:59:59.999Z]` first, so a
+/// wrong clock yields a wrong but valid timestamp, never a panic.
 pub(crate) fn rfc3339_ms(at: SystemTime) -> String {
-    humantime::format_rfc3339_millis(at).to_string()
+    let since_epoch = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(std::time::Duration::ZERO);
+    let max = std::time::Duration::from_millis(MAX_RFC3339_MS);
+    let clamped = SystemTime::UNIX_EPOCH + since_epoch.min(max);
+    humantime::format_rfc3339_millis(clamped).to_string()
 }
 
 fn push_json_str(buf: &mut String, value: &str) {
@@ -303,6 +317,17 @@ mod tests {
         let ts = v["timestamp"].as_str().unwrap();
         assert_eq!(ts.len(), "2026-11-24T14:37:54.123Z".len(), "{ts}");
         assert!(humantime::parse_rfc3339(ts).is_ok());
+    }
+
+    #[test]
+    fn timestamps_of_a_clock_outside_1970_to_9999_are_clamped_not_a_panic() {
+        use std::time::Duration;
+        let before_1970 = SystemTime::UNIX_EPOCH - Duration::from_secs(86_400);
+        assert_eq!(rfc3339_ms(before_1970), "1970-01-01T00:00:00.000Z");
+        let year_20000 = SystemTime::UNIX_EPOCH + Duration::from_secs(568_000_000_000);
+        assert_eq!(rfc3339_ms(year_20000), "9999-12-31T23:59:59.999Z");
+        let normal = SystemTime::UNIX_EPOCH + Duration::from_millis(1_500);
+        assert_eq!(rfc3339_ms(normal), "1970-01-01T00:00:01.500Z");
     }
 
     #[test]

@@ -44,6 +44,7 @@ mod queue;
 mod retry;
 mod shared;
 mod store_lock;
+mod supervise;
 mod types;
 mod upload;
 mod writer;

@@ -29,6 +29,14 @@ pub(crate) struct Counters {
     pub dropped_backpressure: AtomicU64,
     pub retries: AtomicU64,
     pub database_resets: AtomicU64,
+    pub dropped_corrupt: AtomicU64,
+    pub dropped_shutdown: AtomicU64,
+    pub dropped_opt_out: AtomicU64,
+    pub recorded: AtomicU64,
+    pub restored: AtomicU64,
+    pub buffered_events: AtomicU64,
+    pub buffered_bytes: AtomicU64,
+    pub thread_restarts: AtomicU64,
     last_error: Mutex<Option<String>>,
     in_flight: Mutex<Option<(String, u64)>>,
 }
@@ -105,6 +113,14 @@ impl Counters {
             retries: get(&self.retries),
             last_error: lock(&self.last_error).clone(),
             database_resets: get(&self.database_resets),
+            dropped_corrupt: get(&self.dropped_corrupt),
+            dropped_shutdown: get(&self.dropped_shutdown),
+            dropped_opt_out: get(&self.dropped_opt_out),
+            recorded_events: get(&self.recorded),
+            restored_events: get(&self.restored),
+            buffered_events: get(&self.buffered_events),
+            buffered_bytes: get(&self.buffered_bytes),
+            thread_restarts: get(&self.thread_restarts),
         }
     }
 }
@@ -181,6 +197,11 @@ impl Shared {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether the client is shutting down (threads must not restart).
+    pub fn stopping(&self) -> bool {
+        lock(&self.signals).stop
     }
 
     /// Whether recording is enabled (not opted out).

@@ -14,7 +14,6 @@
 //! database is moved aside and recreated first); the error is logged and
 //! shown in `Stats::last_error`. The thread never panics.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
@@ -51,11 +50,11 @@ pub(crate) enum Msg {
 }
 
 /// Runs the writer loop until `Stop` or until every sender is gone.
-pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, mut last_id: i64) {
+pub(crate) fn run(shared: &Shared, rx: &Receiver<Msg>, last_id: &mut i64) {
     let mut pending: Vec<Built> = Vec::new();
     loop {
         let Ok(first) = rx.recv() else {
-            commit(&shared, &mut pending, &mut last_id, true);
+            commit(shared, &mut pending, last_id, true);
             return;
         };
         let mut next = Some(first);
@@ -69,26 +68,26 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, mut last_id: i64) {
                 }
                 Msg::Wake => {}
                 Msg::Flush => {
-                    commit(&shared, &mut pending, &mut last_id, false);
+                    commit(shared, &mut pending, last_id, false);
                     shared.signal(|s| s.drain = true);
                 }
                 Msg::Barrier(reply) => {
-                    commit(&shared, &mut pending, &mut last_id, false);
-                    let _ = reply.send(last_id);
+                    commit(shared, &mut pending, last_id, false);
+                    let _ = reply.send(*last_id);
                 }
                 Msg::SetEnabled(enabled, reply) => {
-                    commit(&shared, &mut pending, &mut last_id, false);
-                    set_enabled(&shared, enabled);
+                    commit(shared, &mut pending, last_id, false);
+                    set_enabled(shared, enabled);
                     let _ = reply.send(());
                 }
                 Msg::Stop => {
-                    commit(&shared, &mut pending, &mut last_id, true);
+                    commit(shared, &mut pending, last_id, true);
                     return;
                 }
             }
             next = rx.try_recv().ok();
         }
-        commit(&shared, &mut pending, &mut last_id, false);
+        commit(shared, &mut pending, last_id, false);
     }
 }
 

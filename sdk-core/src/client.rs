@@ -15,6 +15,7 @@ use crate::event::{self, Fields, Identity, Kind};
 use crate::logger::Log;
 use crate::queue::Store;
 use crate::shared::{Counters, Shared, Signals, lock};
+use crate::state::{Loaded, StateFile};
 use crate::store_lock::StoreLock;
 use crate::supervise::supervise;
 use crate::writer::{self, CHANNEL_CAPACITY, Msg};
@@ -187,16 +188,29 @@ impl Client {
     }
 
     /// Opting out (`false`) stops recording and deletes all queued data; `true` resumes.
-    /// The choice is stored and survives a restart. While opted out, recording
-    /// calls return `Ok` and record nothing.
+    ///
+    /// The choice takes effect at once for every later call, and is durable when
+    /// this returns: it is stored in its own small file (see the `state` module),
+    /// apart from the queue database, so a corrupt or lost queue cannot turn
+    /// tracking back on. Deleting the queued data (and any corrupt database
+    /// copies) happens on the writer thread; this call does not wait for it.
+    /// While opted out, recording calls return `Ok` and record nothing.
     pub fn set_enabled(&self, enabled: bool) {
         self.shared.enabled.store(enabled, Ordering::Release);
-        let (reply_tx, reply_rx) = sync_channel(1);
-        // Not a recording call: waiting for the writer here is what makes
-        // "opting out deletes the data" true when this returns.
-        if self.tx.send(Msg::SetEnabled(enabled, reply_tx)).is_ok() {
-            let _ = reply_rx.recv_timeout(Duration::from_secs(30));
+        if let Err(e) = self.shared.persist_state() {
+            self.shared.storage_error("storing the opt-out choice", &e);
         }
+        if !enabled {
+            self.shared.purge_requested.store(true, Ordering::Release);
+            // A full channel means the writer is busy: it checks the request
+            // after each message anyway.
+            let _ = self.tx.try_send(Msg::Wake);
+        }
+        self.shared.log.info(if enabled {
+            "recording enabled"
+        } else {
+            "recording disabled; deleting queued events"
+        });
         self.shared.signal(|s| s.generation += 1);
     }
 
@@ -327,7 +341,20 @@ impl Client {
             path: dir.join(crate::queue::DB_FILE_NAME).display().to_string(),
             cause: e.to_string(),
         };
-        let (identity, enabled) = store.load_meta().map_err(unavailable)?;
+        let state_file = StateFile::new(&dir);
+        let (identity, enabled, state_problem) = match state_file.load() {
+            Loaded::Found(state) => (state.identity(), state.enabled, None),
+            // First run, or the first since the state file exists: take what
+            // the database holds and write the file.
+            Loaded::Missing => {
+                let (identity, enabled) = store.load_meta().map_err(unavailable)?;
+                (identity, enabled, Some(None))
+            }
+            Loaded::Unreadable(why) => {
+                let (identity, _) = store.load_meta().map_err(unavailable)?;
+                (identity, false, Some(Some(why)))
+            }
+        };
         let last_id = store.max_event_id().map_err(unavailable)?;
         let retry_at_ms = store.next_attempt_at().map_err(unavailable)?.unwrap_or(0);
         let context: Arc<str> = event::context_json(&config, &DeviceContext::default()).into();
@@ -341,6 +368,8 @@ impl Client {
             identity_dirty: AtomicBool::new(false),
             context: RwLock::new(context),
             enabled: AtomicBool::new(enabled),
+            state_file: Mutex::new(state_file),
+            purge_requested: AtomicBool::new(false),
             write_key: RwLock::new(write_key),
             signals: Mutex::new(Signals {
                 network: true,
@@ -351,6 +380,18 @@ impl Client {
             }),
             signals_cv: Condvar::new(),
         });
+        if let Some(problem) = state_problem {
+            if let Some(why) = problem {
+                let message = format!(
+                    "the consent file is unreadable ({why}); recording stays disabled until opt-in, as the user may have opted out"
+                );
+                shared.counters.set_last_error(message.clone());
+                shared.log.error(message);
+            }
+            if let Err(e) = shared.persist_state() {
+                shared.storage_error("storing the consent file", &e);
+            }
+        }
         if let Some((moved, why)) = &opened.reset {
             let message = format!(
                 "the queue database was unreadable ({why}); moved it to {} and started a fresh one",
@@ -587,7 +628,7 @@ mod tests {
         c1.set_network_available(false);
         c1.track("A".into(), String::new()).unwrap();
         c1.set_enabled(false);
-        assert_eq!(c1.stats().queued_events, 0);
+        // Deleting happens on the writer thread; dropping waits for it.
         drop(c1);
 
         let c2 = Client::new(config(&dir), None).unwrap();

@@ -43,6 +43,7 @@ mod logger;
 mod queue;
 mod retry;
 mod shared;
+mod state;
 mod store_lock;
 mod supervise;
 mod types;

@@ -4,7 +4,9 @@
 //! - `<storage_dir>/tributary.sqlite3` — the database (plus SQLite's `-wal` and `-shm`).
 //! - `<storage_dir>/tributary.lock` — the directory lock (see `store_lock`).
 //! - `<storage_dir>/tributary.sqlite3.corrupt-<unix_ms>` — a database found
-//!   unreadable or corrupt and moved aside (its `-wal`/`-shm` get the same suffix).
+//!   corrupt and moved aside (its `-wal`/`-shm` get the same suffix); at most
+//!   [`MAX_CORRUPT_COPIES`], none older than 7 days; opting out deletes them.
+//! - `<storage_dir>/tributary.state.json` — consent and identity (see `state`).
 //!
 //! # Schema (`PRAGMA user_version = 1`)
 //! ```sql
@@ -24,7 +26,9 @@
 //!     next_attempt_at_ms INTEGER NOT NULL DEFAULT 0  -- no send before this wall-clock time
 //! );
 //! CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-//! -- meta keys: anonymous_id, user_id (absent when none), enabled ("1"/"0")
+//! -- meta keys: anonymous_id, user_id (absent when none), enabled ("1"/"0"):
+//! -- read once to create the state file of an older install; the identity is
+//! -- still mirrored here as a fallback, the state file is authoritative.
 //! ```
 //!
 //! # Durability
@@ -195,7 +199,8 @@ impl Store {
         Ok(())
     }
 
-    /// Reads the persisted identity and opt-out flag, creating an identity if none.
+    /// Reads the identity and opt-out flag kept in `meta` by versions before the
+    /// state file (see `state`), creating an identity if none.
     pub(crate) fn load_meta(&mut self) -> rusqlite::Result<(Identity, bool)> {
         let anonymous_id = self.get_meta("anonymous_id")?;
         let user_id = self.get_meta("user_id")?;
@@ -253,28 +258,23 @@ impl Store {
         Ok(last)
     }
 
-    /// Deletes every event and batch and stores the opt-out flag (one transaction).
-    pub(crate) fn purge_and_set_enabled(&mut self, enabled: bool) -> rusqlite::Result<u64> {
+    /// The storage directory.
+    pub(crate) fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Opting out: deletes every event and batch (one transaction), then
+    /// scrubs the files. Returns how many events it deleted.
+    pub(crate) fn purge(&mut self) -> rusqlite::Result<u64> {
         // Opted-out data must be gone from the files, not just unlinked:
         // secure_delete zeroes the freed content.
-        if !enabled {
-            self.conn.execute_batch("PRAGMA secure_delete = ON;")?;
-        }
+        self.conn.execute_batch("PRAGMA secure_delete = ON;")?;
         self.note_removal();
         let tx = self.conn.transaction()?;
-        let mut deleted = 0;
-        if !enabled {
-            deleted = tx.execute("DELETE FROM events", [])? as u64;
-            tx.execute("DELETE FROM batches", [])?;
-        }
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('enabled', ?1)",
-            [if enabled { "1" } else { "0" }],
-        )?;
+        let deleted = tx.execute("DELETE FROM events", [])? as u64;
+        tx.execute("DELETE FROM batches", [])?;
         tx.commit()?;
-        if !enabled {
-            self.scrub()?;
-        }
+        self.scrub()?;
         self.refresh_counts()?;
         Ok(deleted)
     }
@@ -359,7 +359,62 @@ fn open_checked(path: &Path) -> Result<Connection, OpenError> {
     Ok(conn)
 }
 
-/// Renames the database and its WAL/SHM files to `*.corrupt-<unix_ms>`.
+/// At most this many corrupt databases are kept aside (for diagnosis); older
+/// ones are deleted, so a device that keeps hitting corruption cannot fill up.
+pub(crate) const MAX_CORRUPT_COPIES: usize = 2;
+
+/// Corrupt copies older than this are deleted (7 days).
+pub(crate) const MAX_CORRUPT_COPY_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// The files of corrupt copies in `dir`, with the time in their name:
+/// `tributary.sqlite3[-wal|-shm].corrupt-<unix_ms>`.
+fn corrupt_copies(dir: &Path) -> Vec<(i64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let name = name.to_str()?;
+            let rest = name.strip_prefix(DB_FILE_NAME)?;
+            let (_, ms) = rest.split_once(".corrupt-")?;
+            Some((ms.parse().ok()?, entry.path()))
+        })
+        .collect()
+}
+
+/// Deletes corrupt copies beyond the newest [`MAX_CORRUPT_COPIES`] and those
+/// older than [`MAX_CORRUPT_COPY_AGE_MS`] at `now_ms`. Returns how many files
+/// it deleted. Best effort: a file that cannot be deleted is left.
+pub(crate) fn prune_corrupt_copies(dir: &Path, now_ms: i64) -> usize {
+    let copies = corrupt_copies(dir);
+    let mut stamps: Vec<i64> = copies.iter().map(|(t, _)| *t).collect();
+    stamps.sort_unstable_by(|a, b| b.cmp(a));
+    stamps.dedup();
+    let keep: Vec<i64> = stamps
+        .into_iter()
+        .filter(|t| now_ms.saturating_sub(*t) <= MAX_CORRUPT_COPY_AGE_MS)
+        .take(MAX_CORRUPT_COPIES)
+        .collect();
+    copies
+        .into_iter()
+        .filter(|(t, _)| !keep.contains(t))
+        .filter(|(_, path)| std::fs::remove_file(path).is_ok())
+        .count()
+}
+
+/// Deletes every corrupt copy (opting out deletes all queued data, including
+/// what was moved aside). Returns how many files remain undeletable.
+pub(crate) fn remove_corrupt_copies(dir: &Path) -> usize {
+    corrupt_copies(dir)
+        .into_iter()
+        .filter(|(_, path)| std::fs::remove_file(path).is_err())
+        .count()
+}
+
+/// Renames the database and its WAL/SHM files to `*.corrupt-<unix_ms>`, then
+/// prunes older copies.
 fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
     let suffix = format!(".corrupt-{}", crate::event::now_ms());
     let with_suffix = |p: &Path| {
@@ -379,6 +434,9 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
                 let _ = std::fs::remove_file(&side);
             }
         }
+    }
+    if let Some(dir) = path.parent() {
+        prune_corrupt_copies(dir, crate::event::now_ms());
     }
     Ok(target)
 }
@@ -403,6 +461,33 @@ mod tests {
         assert!(moved.exists());
         assert!(moved.to_string_lossy().contains(".corrupt-"));
         assert_eq!(counters.snapshot_resets(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn corrupt_copies_are_capped_in_number_and_age() {
+        let dir = temp_dir();
+        let now = 10 * MAX_CORRUPT_COPY_AGE_MS;
+        let day = 24 * 3600 * 1000;
+        let copy = |ms: i64, side: &str| dir.join(format!("{DB_FILE_NAME}{side}.corrupt-{ms}"));
+        for ms in [now - 3 * day, now - 2 * day, now - day, now - 8 * day] {
+            std::fs::write(copy(ms, ""), b"x").unwrap();
+            std::fs::write(copy(ms, "-wal"), b"x").unwrap();
+        }
+        std::fs::write(dir.join("unrelated.corrupt-1"), b"x").unwrap();
+        assert_eq!(prune_corrupt_copies(&dir, now), 4);
+        for (ms, kept) in [
+            (now - day, true),
+            (now - 2 * day, true),
+            (now - 3 * day, false),
+            (now - 8 * day, false),
+        ] {
+            assert_eq!(copy(ms, "").exists(), kept, "{ms}");
+            assert_eq!(copy(ms, "-wal").exists(), kept, "{ms}");
+        }
+        assert_eq!(remove_corrupt_copies(&dir), 0);
+        assert!(corrupt_copies(&dir).is_empty());
+        assert!(dir.join("unrelated.corrupt-1").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

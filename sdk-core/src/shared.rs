@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::event::Identity;
 use crate::logger::Log;
 use crate::queue::Store;
+use crate::state::{State, StateFile};
 use crate::{Config, Stats};
 
 /// Locks a mutex, ignoring poisoning: our threads never panic while holding
@@ -152,6 +153,10 @@ pub(crate) struct Shared {
     /// The pre-serialized `context` object copied into every event.
     pub context: RwLock<Arc<str>>,
     pub enabled: AtomicBool,
+    /// The consent and identity file; the mutex orders its rewrites.
+    pub state_file: Mutex<StateFile>,
+    /// Set by opting out: the writer must delete everything queued.
+    pub purge_requested: AtomicBool,
     pub write_key: RwLock<String>,
     pub signals: Mutex<Signals>,
     pub signals_cv: Condvar,
@@ -197,6 +202,15 @@ impl Shared {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Rewrites the state file with the current consent and identity. Both are
+    /// read under the file's lock, so the last rewrite always holds the latest
+    /// values whichever thread makes it.
+    pub fn persist_state(&self) -> std::io::Result<()> {
+        let file = lock(&self.state_file);
+        let state = State::new(&self.identity(), self.is_enabled());
+        file.store(&state)
     }
 
     /// Whether the client is shutting down (threads must not restart).

@@ -43,8 +43,6 @@ pub(crate) enum Msg {
     /// Reply with the id of the last committed event once everything before
     /// this message is durable.
     Barrier(SyncSender<i64>),
-    /// Opt in or out; opting out deletes everything queued. Replies when done.
-    SetEnabled(bool, SyncSender<()>),
     /// Commit what is pending and exit.
     Stop,
 }
@@ -64,6 +62,9 @@ pub(crate) fn run(shared: &Shared, rx: &Receiver<Msg>, last_id: &mut i64) {
                     // Re-check: an opt-out may have raced with the recording call.
                     if shared.is_enabled() {
                         pending.push(built);
+                    } else {
+                        let c = &shared.counters;
+                        c.inc(&c.dropped_opt_out, 1);
                     }
                 }
                 Msg::Wake => {}
@@ -75,15 +76,13 @@ pub(crate) fn run(shared: &Shared, rx: &Receiver<Msg>, last_id: &mut i64) {
                     commit(shared, &mut pending, last_id, false);
                     let _ = reply.send(*last_id);
                 }
-                Msg::SetEnabled(enabled, reply) => {
-                    commit(shared, &mut pending, last_id, false);
-                    set_enabled(shared, enabled);
-                    let _ = reply.send(());
-                }
                 Msg::Stop => {
                     commit(shared, &mut pending, last_id, true);
                     return;
                 }
+            }
+            if shared.purge_requested.load(Ordering::Acquire) {
+                purge(shared, &mut pending);
             }
             next = rx.try_recv().ok();
         }
@@ -114,6 +113,12 @@ fn commit(shared: &Shared, pending: &mut Vec<Built>, last_id: &mut i64, stopping
                     shared.counters.inc(&shared.counters.dropped_byte_cap, n);
                 }
                 drop(store);
+                // The state file is where the identity is authoritative (the
+                // copy in `meta` is a fallback should the file be lost).
+                if identity_changed && let Err(e) = shared.persist_state() {
+                    shared.identity_dirty.store(true, Ordering::Release);
+                    shared.storage_error("storing the identity", &e);
+                }
                 after_commit(shared, evicted);
                 return;
             }
@@ -177,27 +182,43 @@ pub(crate) fn log_recovery(shared: &Shared, recovered: Result<std::path::PathBuf
     }
 }
 
-fn set_enabled(shared: &Shared, enabled: bool) {
+/// Opting out: drops what is in memory and deletes everything queued and
+/// every corrupt copy, all counted in `Stats::dropped_opt_out`. A storage
+/// error leaves the request set, so the next message retries it.
+fn purge(shared: &Shared, pending: &mut Vec<Built>) {
+    shared.purge_requested.store(false, Ordering::Release);
+    let c = &shared.counters;
+    c.inc(&c.dropped_opt_out, pending.len() as u64);
+    pending.clear();
     let mut delay = Shared::storage_retry_delay();
-    for _ in 0..5 {
-        let result = lock(&shared.store).purge_and_set_enabled(enabled);
+    for _ in 0..3 {
+        let mut store = lock(&shared.store);
+        let result = store.purge();
+        if let Ok(deleted) = result {
+            // Counted under the store lock, like every other removal.
+            c.inc(&c.dropped_opt_out, deleted);
+        }
+        let left = crate::queue::remove_corrupt_copies(store.dir());
+        drop(store);
         match result {
             Ok(deleted) => {
-                if enabled {
-                    shared.log.info("recording enabled");
-                } else {
-                    shared.counters.set_in_flight(None);
-                    shared.log.info(format!(
-                        "recording disabled: deleted {deleted} queued events"
+                c.set_in_flight(None);
+                shared.log.info(format!(
+                    "recording disabled: deleted {deleted} queued events"
+                ));
+                if left > 0 {
+                    shared.log.warn(format!(
+                        "opting out could not delete {left} corrupt database copies"
                     ));
                 }
                 return;
             }
             Err(e) => {
-                shared.storage_error("storing the opt-out choice", &e);
+                shared.storage_error("deleting the data of an opted-out user", &e);
                 std::thread::sleep(delay);
                 delay *= 2;
             }
         }
     }
+    shared.purge_requested.store(true, Ordering::Release);
 }

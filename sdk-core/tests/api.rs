@@ -145,7 +145,10 @@ fn a_shut_down_client_refuses_to_record() {
     ));
     // Refused after shutdown, yet counted: recorded = delivered + dropped.
     let s = client.stats();
-    assert_eq!((s.recorded_events, s.uploaded_events, s.dropped_shutdown), (3, 1, 2));
+    assert_eq!(
+        (s.recorded_events, s.uploaded_events, s.dropped_shutdown),
+        (3, 1, 2)
+    );
     // A second shutdown is harmless.
     client.shutdown(100);
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -445,6 +445,70 @@ fn opting_out_survives_a_restart() {
     c2.track("E".into(), props(1, 0)).unwrap();
     assert_eq!(c2.flush_blocking(10_000), FlushResult::Delivered);
     assert_eq!(server.accepted_seqs(), vec![1]);
+}
+
+/// Overwrites the queue database (and drops its WAL) with garbage.
+fn corrupt_the_database(dir: &Path) {
+    let garbage: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join(DB_FILE), garbage).unwrap();
+    for side in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("{DB_FILE}{side}")));
+    }
+}
+
+fn corrupt_copies_in(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".corrupt-"))
+        .collect()
+}
+
+#[test]
+fn opt_out_and_identity_survive_a_corrupt_database() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let cfg = test_config(&server.url(), dir.path());
+    let c1 = Client::new(cfg.clone(), None).unwrap();
+    c1.identify("u-1".into(), String::new()).unwrap();
+    let anonymous_id = c1.anonymous_id();
+    c1.set_enabled(false);
+    c1.shutdown(1_000);
+    drop(c1);
+
+    corrupt_the_database(dir.path());
+    let c2 = reopen(&cfg, None);
+    assert_eq!(c2.stats().database_resets, 1, "the database was replaced");
+    assert_eq!(c2.anonymous_id(), anonymous_id);
+    assert_eq!(c2.user_id().as_deref(), Some("u-1"));
+    c2.track("E".into(), props(0, 0)).unwrap();
+    assert_eq!(
+        c2.flush_blocking(5_000),
+        FlushResult::Disabled,
+        "a replaced database must not re-enable tracking"
+    );
+    assert_eq!(c2.stats().queued_events, 0);
+    assert_eq!(server.request_count(), 0);
+}
+
+#[test]
+fn opting_out_deletes_the_corrupt_copies() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let cfg = test_config(&server.url(), dir.path());
+    corrupt_the_database(dir.path());
+    let client = Client::new(cfg, None).unwrap();
+    assert!(
+        !corrupt_copies_in(dir.path()).is_empty(),
+        "kept for diagnosis"
+    );
+    client.set_enabled(false);
+    assert!(
+        poll(WAIT, || corrupt_copies_in(dir.path()).is_empty()),
+        "{:?}",
+        corrupt_copies_in(dir.path())
+    );
 }
 
 #[test]

@@ -39,8 +39,29 @@ enum Step {
 }
 
 /// Runs the delivery loop until `Signals::stop`.
-pub(crate) fn run(shared: &Shared, mut retry_at_ms: i64) {
+pub(crate) fn run(shared: &Shared) {
+    // The writer opens the database; nothing can be sent before.
+    {
+        let mut s = lock(&shared.signals);
+        while !s.ready {
+            if s.stop {
+                return;
+            }
+            s = shared
+                .signals_cv
+                .wait(s)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
     startup_housekeeping(shared);
+    let next_attempt = lock(&shared.store).next_attempt_at();
+    let mut retry_at_ms = match next_attempt {
+        Ok(at) => at.unwrap_or(0),
+        Err(e) => {
+            shared.storage_error("reading the retry schedule", &e);
+            0
+        }
+    };
     let uploader = Uploader::new(&shared.config);
     let interval = Duration::from_millis(shared.config.flush_interval_ms);
     let mut next_tick = Instant::now() + interval;

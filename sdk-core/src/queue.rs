@@ -45,7 +45,6 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
-use crate::TributaryError;
 use crate::event::{Built, Identity};
 use crate::shared::Counters;
 
@@ -74,10 +73,12 @@ PRAGMA user_version = 1;
 
 /// Why opening a database file failed.
 enum OpenError {
-    /// The file exists but cannot be used as a database: move it aside.
-    Unusable(String),
-    /// Something else (directory not writable, disk full, ...).
-    Other(String),
+    /// The file is not a database or fails its integrity check: replace it.
+    Corrupt(String),
+    /// Anything else (the file cannot be opened yet, I/O error, disk full,
+    /// locked): transient as far as we can tell, so retried later. On iOS a
+    /// file under data protection cannot be opened before the first unlock.
+    Transient(String),
 }
 
 /// True for errors that mean the database file itself is damaged.
@@ -97,69 +98,107 @@ pub(crate) struct Store {
     /// other than `finish_batch`, so a batch loaded earlier can tell it may be
     /// stale (see `Store::removals`).
     removals: u64,
+    /// False until the database file is open (see `Store::unopened`).
+    open: bool,
 }
 
-/// What `Store::open` found, to be logged by the caller (outside any lock).
-pub(crate) struct Opened {
-    pub store: Store,
-    /// Set when a damaged database was moved aside: its new path and why.
-    pub reset: Option<(PathBuf, String)>,
+/// A corrupt database that was replaced, to be logged by the caller
+/// (outside any lock).
+#[derive(Debug)]
+pub(crate) struct Reset {
+    /// Where the damaged file was moved.
+    pub moved: PathBuf,
+    /// Why it was judged corrupt.
+    pub why: String,
+    /// Events read back from it and queued again.
+    pub salvaged: u64,
+    /// Events it held that could not be read back (counted in
+    /// `Stats::dropped_corrupt`); `None` when not even the count was readable.
+    pub lost: Option<u64>,
 }
 
 impl Store {
-    /// Opens `<dir>/tributary.sqlite3`, moving a damaged file aside.
-    pub(crate) fn open(dir: &Path, counters: Arc<Counters>) -> Result<Opened, TributaryError> {
-        let path = dir.join(DB_FILE_NAME);
-        let unavailable = |cause: String| TributaryError::StorageUnavailable {
-            path: path.display().to_string(),
-            cause,
-        };
-        let existed = path.exists();
-        let (conn, reset) = match open_checked(&path) {
-            Ok(conn) => (conn, None),
-            Err(OpenError::Unusable(why)) if existed => {
-                let moved = move_aside(&path).map_err(|e| {
-                    unavailable(format!(
-                        "the database is unusable ({why}) and cannot be moved aside: {e}"
-                    ))
-                })?;
-                let conn = open_checked(&path).map_err(|e| match e {
-                    OpenError::Unusable(m) | OpenError::Other(m) => unavailable(m),
-                })?;
-                (conn, Some((moved, why)))
-            }
-            Err(OpenError::Unusable(m) | OpenError::Other(m)) => return Err(unavailable(m)),
-        };
-        let mut store = Store {
-            conn,
-            path: path.clone(),
+    /// A store for `<dir>/tributary.sqlite3` that is not open yet: every query
+    /// fails (the placeholder in-memory database has no tables) until
+    /// [`Store::open_file`] succeeds. Does no file I/O.
+    pub(crate) fn unopened(dir: &Path, counters: Arc<Counters>) -> rusqlite::Result<Self> {
+        Ok(Store {
+            conn: Connection::open_in_memory()?,
+            path: dir.join(DB_FILE_NAME),
             counters,
             removals: 0,
-        };
-        if reset.is_some() {
-            store.counters.inc(&store.counters.database_resets, 1);
-        }
-        store
-            .refresh_counts()
-            .map_err(|e| unavailable(e.to_string()))?;
-        Ok(Opened { store, reset })
+            open: false,
+        })
     }
 
-    /// Moves the current (damaged) file aside and starts a fresh database.
-    /// Returns the path it was moved to. Queued counts drop to zero.
-    pub(crate) fn recover(&mut self) -> Result<PathBuf, String> {
+    /// Whether the database file is open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Opens the database file. A corrupt one is salvaged, moved aside and
+    /// replaced (returned as `Some(Reset)`); any other error is returned for a
+    /// later retry and leaves the file alone.
+    pub(crate) fn open_file(&mut self) -> Result<Option<Reset>, String> {
+        match open_checked(&self.path) {
+            Ok(conn) => {
+                self.install(conn)?;
+                Ok(None)
+            }
+            Err(OpenError::Transient(why)) => Err(why),
+            Err(OpenError::Corrupt(why)) => self.replace_corrupt(why).map(Some),
+        }
+    }
+
+    /// At run time, after an operation reported corruption: salvages what it
+    /// can, moves the file aside and starts a fresh database.
+    pub(crate) fn recover(&mut self) -> Result<Reset, String> {
+        self.replace_corrupt("SQLite reported corruption".into())
+    }
+
+    fn install(&mut self, conn: Connection) -> Result<(), String> {
+        self.conn = conn;
+        self.open = true;
+        self.note_removal();
+        self.refresh_counts().map_err(|e| e.to_string())
+    }
+
+    /// Salvage, move aside, reopen, requeue the salvaged rows, count the rest.
+    fn replace_corrupt(&mut self, why: String) -> Result<Reset, String> {
+        // Events this handle knew to be queued (0 before the first open).
+        let was_open = self.open;
+        let known = self.counters.queued_events();
         // Close our handle first so nothing writes to the moved file.
         let placeholder = Connection::open_in_memory().map_err(|e| e.to_string())?;
-        let old = std::mem::replace(&mut self.conn, placeholder);
-        drop(old);
-        let moved = move_aside(&self.path).map_err(|e| e.to_string())?;
-        self.conn = open_checked(&self.path).map_err(|e| match e {
-            OpenError::Unusable(m) | OpenError::Other(m) => m,
+        drop(std::mem::replace(&mut self.conn, placeholder));
+        self.open = false;
+        let (rows, counted) = salvage(&self.path);
+        let moved = move_aside(&self.path).map_err(|e| {
+            format!("the database is corrupt ({why}) and cannot be moved aside: {e}")
         })?;
+        let conn = open_checked(&self.path).map_err(|e| match e {
+            OpenError::Corrupt(m) | OpenError::Transient(m) => m,
+        })?;
+        let salvaged = requeue(&conn, &rows).map_err(|e| e.to_string())?;
+        // At run time the counters know what was queued; at open, only the
+        // damaged file can tell.
+        let before = if was_open { Some(known) } else { counted };
+        let lost = before.map(|n| n.saturating_sub(salvaged));
         self.counters.inc(&self.counters.database_resets, 1);
-        self.note_removal();
-        self.refresh_counts().map_err(|e| e.to_string())?;
-        Ok(moved)
+        if !was_open {
+            // Found at open: they were queued when this client started.
+            self.counters
+                .inc(&self.counters.restored, lost.unwrap_or(0));
+        }
+        self.counters
+            .inc(&self.counters.dropped_corrupt, lost.unwrap_or(0));
+        self.install(conn)?;
+        Ok(Reset {
+            moved,
+            why,
+            salvaged,
+            lost,
+        })
     }
 
     /// Closes the database (after shutdown); later calls fail harmlessly
@@ -172,6 +211,7 @@ impl Store {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         if let Ok(placeholder) = Connection::open_in_memory() {
             drop(std::mem::replace(&mut self.conn, placeholder));
+            self.open = false;
         }
     }
 
@@ -199,34 +239,6 @@ impl Store {
         Ok(())
     }
 
-    /// Reads the identity and opt-out flag kept in `meta` by versions before the
-    /// state file (see `state`), creating an identity if none.
-    pub(crate) fn load_meta(&mut self) -> rusqlite::Result<(Identity, bool)> {
-        let anonymous_id = self.get_meta("anonymous_id")?;
-        let user_id = self.get_meta("user_id")?;
-        let enabled = self.get_meta("enabled")?.as_deref() != Some("0");
-        let identity = match anonymous_id {
-            Some(anonymous_id) => Identity {
-                anonymous_id,
-                user_id,
-            },
-            None => {
-                let fresh = Identity::fresh();
-                let tx = self.conn.transaction()?;
-                write_identity(&tx, &fresh)?;
-                tx.commit()?;
-                fresh
-            }
-        };
-        Ok((identity, enabled))
-    }
-
-    fn get_meta(&self, key: &str) -> rusqlite::Result<Option<String>> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-    }
-
     /// Group commit: inserts every event (and the identity, if it changed) in
     /// one transaction. Returns the id of the last event inserted, if any.
     pub(crate) fn insert_group(
@@ -250,6 +262,14 @@ impl Store {
             }
         }
         let last = (!events.is_empty()).then(|| tx.last_insert_rowid());
+        if let Some(last) = last {
+            // Kept apart from the events' pages: if those are damaged, this
+            // tells how many rows a salvage could not read (see `salvage`).
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_event_id', ?1)",
+            )?
+            .execute([last.to_string()])?;
+        }
         if let Some(identity) = identity {
             write_identity(&tx, identity)?;
         }
@@ -324,14 +344,10 @@ fn write_identity(tx: &rusqlite::Transaction<'_>, identity: &Identity) -> rusqli
 /// Opens and configures the database, and proves it is readable.
 fn open_checked(path: &Path) -> Result<Connection, OpenError> {
     let classify = |e: rusqlite::Error| {
-        let unreadable = matches!(
-            e.sqlite_error_code(),
-            Some(ErrorCode::CannotOpen | ErrorCode::SystemIoFailure)
-        ) && path.exists();
-        if is_corruption(&e) || unreadable {
-            OpenError::Unusable(e.to_string())
+        if is_corruption(&e) {
+            OpenError::Corrupt(e.to_string())
         } else {
-            OpenError::Other(e.to_string())
+            OpenError::Transient(e.to_string())
         }
     };
     let conn = Connection::open(path).map_err(classify)?;
@@ -341,7 +357,7 @@ fn open_checked(path: &Path) -> Result<Connection, OpenError> {
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(classify)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(OpenError::Other(format!(
+        return Err(OpenError::Transient(format!(
             "cannot switch the journal to WAL (got {mode})"
         )));
     }
@@ -351,7 +367,7 @@ fn open_checked(path: &Path) -> Result<Connection, OpenError> {
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(classify)?;
     if check != "ok" {
-        return Err(OpenError::Unusable(format!(
+        return Err(OpenError::Corrupt(format!(
             "integrity check failed: {check}"
         )));
     }
@@ -413,6 +429,115 @@ pub(crate) fn remove_corrupt_copies(dir: &Path) -> usize {
         .count()
 }
 
+/// The identity and opt-out flag an older version kept in the database's
+/// `meta` table, read once when the state file does not exist yet. `None`
+/// when there is no database (a new install) or it cannot be read.
+pub(crate) fn read_legacy_meta(dir: &Path) -> Option<(Identity, bool)> {
+    use rusqlite::OpenFlags;
+    let path = dir.join(DB_FILE_NAME);
+    if !path.exists() {
+        return None;
+    }
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    let get = |key: &str| {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()
+    };
+    let anonymous_id = get("anonymous_id").ok()??;
+    let user_id = get("user_id").ok()?;
+    let enabled = get("enabled").ok()?.as_deref() != Some("0");
+    Some((
+        Identity {
+            anonymous_id,
+            user_id,
+        },
+        enabled,
+    ))
+}
+
+/// Reads what it can from a corrupt database: the events in id order until
+/// the first unreadable row, and how many events it held (`None` if that
+/// cannot be told).
+///
+/// The count is `COUNT(*)` when the table can still be counted; otherwise
+/// the rows read plus those after the last one read, from the id of the last
+/// event ever inserted (kept in `meta`, on other pages): events are only
+/// deleted oldest first, so every id after the damage was still queued.
+fn salvage(path: &Path) -> (Vec<(i64, String)>, Option<u64>) {
+    use rusqlite::OpenFlags;
+    let Ok(conn) = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return (Vec::new(), None);
+    };
+    let counted = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))
+        .ok()
+        .map(|n| n as u64);
+    let last_written: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'last_event_id'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut rows = Vec::new();
+    let mut last_read = None;
+    if let Ok(mut stmt) = conn.prepare("SELECT id, created_at_ms, body FROM events ORDER BY id")
+        && let Ok(mut it) = stmt.query([])
+    {
+        // Stop at the first damaged page: everything before it is intact.
+        while let Ok(Some(row)) = it.next() {
+            match (
+                row.get::<_, i64>(0),
+                row.get::<_, i64>(1),
+                row.get::<_, String>(2),
+            ) {
+                (Ok(id), Ok(created), Ok(body)) => {
+                    last_read = Some(id);
+                    rows.push((created, body));
+                }
+                _ => break,
+            }
+        }
+    }
+    let estimated = match (last_written, last_read) {
+        (Some(written), Some(read)) => {
+            Some(rows.len() as u64 + written.saturating_sub(read) as u64)
+        }
+        _ => None,
+    };
+    (rows, counted.or(estimated))
+}
+
+/// Queues salvaged events in a fresh database (one transaction); they keep
+/// their `messageId`, so one already delivered is deduplicated downstream.
+fn requeue(conn: &Connection, rows: &[(i64, String)]) -> rusqlite::Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    conn.execute_batch("BEGIN")?;
+    let result = (|| {
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO events (created_at_ms, bytes, body) VALUES (?1, ?2, ?3)",
+        )?;
+        for (created, body) in rows {
+            insert.execute(params![created, body.len() as i64, body])?;
+        }
+        Ok(rows.len() as u64)
+    })();
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    result
+}
+
 /// Renames the database and its WAL/SHM files to `*.corrupt-<unix_ms>`, then
 /// prunes older copies.
 fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
@@ -456,11 +581,12 @@ mod tests {
         let dir = temp_dir();
         std::fs::write(dir.join(DB_FILE_NAME), vec![0xAB; 8192]).unwrap();
         let counters = Arc::new(Counters::default());
-        let opened = Store::open(&dir, counters.clone()).unwrap();
-        let (moved, _why) = opened.reset.expect("reset");
-        assert!(moved.exists());
-        assert!(moved.to_string_lossy().contains(".corrupt-"));
+        let mut store = Store::unopened(&dir, counters.clone()).unwrap();
+        let reset = store.open_file().unwrap().expect("reset");
+        assert!(reset.moved.exists());
+        assert!(reset.moved.to_string_lossy().contains(".corrupt-"));
         assert_eq!(counters.snapshot_resets(), 1);
+        assert!(store.is_open());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -495,19 +621,19 @@ mod tests {
     fn identity_and_events_persist() {
         let dir = temp_dir();
         let counters = Arc::new(Counters::default());
-        let id = {
-            let mut store = Store::open(&dir, counters.clone()).unwrap().store;
-            let (id, enabled) = store.load_meta().unwrap();
-            assert!(enabled);
+        let id = Identity::fresh();
+        {
+            let mut store = Store::unopened(&dir, counters.clone()).unwrap();
+            assert!(store.open_file().unwrap().is_none());
             let ev = Built {
                 json: "{}".into(),
                 created_ms: 1,
             };
-            assert_eq!(store.insert_group(&[ev], None).unwrap(), Some(1));
-            id
-        };
-        let mut store = Store::open(&dir, counters.clone()).unwrap().store;
-        assert_eq!(store.load_meta().unwrap().0, id);
+            assert_eq!(store.insert_group(&[ev], Some(&id)).unwrap(), Some(1));
+        }
+        assert_eq!(read_legacy_meta(&dir), Some((id, true)));
+        let mut store = Store::unopened(&dir, counters.clone()).unwrap();
+        assert!(store.open_file().unwrap().is_none());
         assert!(store.has_pending_up_to(1).unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }

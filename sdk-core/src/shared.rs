@@ -1,6 +1,6 @@
 //! State shared by the client handle and its two background threads.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use crate::event::Identity;
 use crate::logger::Log;
 use crate::queue::Store;
 use crate::state::{State, StateFile};
+use crate::store_lock::StoreLock;
 use crate::{Config, Stats};
 
 /// Locks a mutex, ignoring poisoning: our threads never panic while holding
@@ -69,6 +70,17 @@ impl Counters {
         };
         sub(&self.queued_events, events);
         sub(&self.queued_bytes, bytes);
+    }
+
+    /// Removes events that left the in-memory buffer.
+    pub fn sub_buffered(&self, events: u64, bytes: u64) {
+        let sub = |a: &AtomicU64, n: u64| {
+            let _ = a.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            });
+        };
+        sub(&self.buffered_events, events);
+        sub(&self.buffered_bytes, bytes);
     }
 
     /// Events on disk.
@@ -139,6 +151,8 @@ pub(crate) struct Signals {
     pub stop: bool,
     /// Bumped after every upload attempt, so waiters can tell something happened.
     pub generation: u64,
+    /// The queue database is open (see `Client::await_ready`).
+    pub ready: bool,
 }
 
 /// Everything the threads share.
@@ -160,6 +174,16 @@ pub(crate) struct Shared {
     pub write_key: RwLock<String>,
     pub signals: Mutex<Signals>,
     pub signals_cv: Condvar,
+    /// Set by `shutdown` and `Drop`: recording calls refuse from then on.
+    pub closed: AtomicBool,
+    /// Recording calls between their `closed` check and their send. With
+    /// `closed`, both `SeqCst`, it lets the stopping writer know when no
+    /// event can arrive any more (see `writer`).
+    pub recording: AtomicUsize,
+    /// The directory lock. It lives as long as any thread may touch the files:
+    /// released by `shutdown` once the threads are done, or when the last of
+    /// them lets go of this struct.
+    pub dir_lock: Mutex<Option<StoreLock>>,
 }
 
 impl Shared {
@@ -211,6 +235,29 @@ impl Shared {
         let file = lock(&self.state_file);
         let state = State::new(&self.identity(), self.is_enabled());
         file.store(&state)
+    }
+
+    /// Reserves `bytes` of the in-memory buffer for one event. False (nothing
+    /// reserved) when that would exceed `max_buffer_bytes`.
+    pub fn reserve_buffer(&self, bytes: u64) -> bool {
+        let c = &self.counters;
+        let limit = self.config.max_buffer_bytes;
+        let reserved = c
+            .buffered_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= limit)
+            })
+            .is_ok();
+        if reserved {
+            c.buffered_events.fetch_add(1, Ordering::AcqRel);
+        }
+        reserved
+    }
+
+    /// Releases the buffer reservation of `events` events of `bytes` in total
+    /// (committed or dropped).
+    pub fn release_buffer(&self, events: u64, bytes: u64) {
+        self.counters.sub_buffered(events, bytes);
     }
 
     /// Whether the client is shutting down (threads must not restart).

@@ -479,6 +479,7 @@ fn opt_out_and_identity_survive_a_corrupt_database() {
 
     corrupt_the_database(dir.path());
     let c2 = reopen(&cfg, None);
+    assert!(c2.await_ready(10_000));
     assert_eq!(c2.stats().database_resets, 1, "the database was replaced");
     assert_eq!(c2.anonymous_id(), anonymous_id);
     assert_eq!(c2.user_id().as_deref(), Some("u-1"));
@@ -499,6 +500,7 @@ fn opting_out_deletes_the_corrupt_copies() {
     let cfg = test_config(&server.url(), dir.path());
     corrupt_the_database(dir.path());
     let client = Client::new(cfg, None).unwrap();
+    assert!(client.await_ready(10_000));
     assert!(
         !corrupt_copies_in(dir.path()).is_empty(),
         "kept for diagnosis"

@@ -538,3 +538,31 @@ pub fn any_file_contains(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
 pub fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
+
+/// The sum of every figure an event can end up in, against where they come
+/// from: `restored + recorded = uploaded + queued + buffered + drops`.
+/// Returns `(sources, destinations)`.
+pub fn accounting(s: &tributary::Stats) -> (u64, u64) {
+    let sources = s.restored_events + s.recorded_events;
+    let destinations = s.uploaded_events
+        + s.queued_events
+        + s.buffered_events
+        + s.dropped_age
+        + s.dropped_byte_cap
+        + s.dropped_rejected
+        + s.dropped_too_large
+        + s.dropped_backpressure
+        + s.dropped_shutdown
+        + s.dropped_opt_out
+        + s.dropped_corrupt;
+    (sources, destinations)
+}
+
+/// Asserts that every event is accounted for (see [`accounting`]).
+pub fn assert_accounted(s: &tributary::Stats) {
+    let (sources, destinations) = accounting(s);
+    assert_eq!(
+        sources, destinations,
+        "restored + recorded != uploaded + queued + buffered + drops: {s:#?}"
+    );
+}

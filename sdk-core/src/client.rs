@@ -190,6 +190,7 @@ impl Client {
         self.shared.signal(|s| {
             if available && !s.network {
                 s.drain = true;
+                s.network_regained = true;
             }
             s.network = available;
         });
@@ -443,6 +444,7 @@ impl Client {
                 stop: false,
                 generation: 0,
                 ready: false,
+                network_regained: false,
             }),
             signals_cv: Condvar::new(),
             closed: AtomicBool::new(false),

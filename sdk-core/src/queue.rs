@@ -100,6 +100,11 @@ pub(crate) struct Store {
     removals: u64,
     /// False until the database file is open (see `Store::unopened`).
     open: bool,
+    /// The largest event id ever handed out, here or in a database this one
+    /// replaced. Ids are assigned from it, not by SQLite (which reuses rowids
+    /// once the table is empty), so `flush_blocking`'s "every event up to id
+    /// N" never covers an event recorded after it.
+    last_id: i64,
 }
 
 /// A corrupt database that was replaced, to be logged by the caller
@@ -128,6 +133,7 @@ impl Store {
             counters,
             removals: 0,
             open: false,
+            last_id: 0,
         })
     }
 
@@ -157,10 +163,24 @@ impl Store {
     }
 
     fn install(&mut self, conn: Connection) -> Result<(), String> {
+        let stored: i64 = conn
+            .query_row(
+                "SELECT MAX(COALESCE((SELECT MAX(id) FROM events), 0), \
+                 COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_event_id'), 0))",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| e.to_string())?;
+        self.last_id = self.last_id.max(stored);
         self.conn = conn;
         self.open = true;
         self.note_removal();
         self.refresh_counts().map_err(|e| e.to_string())
+    }
+
+    /// The largest event id ever handed out (see the field).
+    pub(crate) fn last_id(&self) -> i64 {
+        self.last_id
     }
 
     /// Salvage, move aside, reopen, requeue the salvaged rows, count the rest.
@@ -172,14 +192,15 @@ impl Store {
         let placeholder = Connection::open_in_memory().map_err(|e| e.to_string())?;
         drop(std::mem::replace(&mut self.conn, placeholder));
         self.open = false;
-        let (rows, counted) = salvage(&self.path);
+        let (rows, counted, last_written) = salvage(&self.path);
+        let base = self.last_id.max(last_written.unwrap_or(0));
         let moved = move_aside(&self.path).map_err(|e| {
             format!("the database is corrupt ({why}) and cannot be moved aside: {e}")
         })?;
         let conn = open_checked(&self.path).map_err(|e| match e {
             OpenError::Corrupt(m) | OpenError::Transient(m) => m,
         })?;
-        let salvaged = requeue(&conn, &rows).map_err(|e| e.to_string())?;
+        let salvaged = requeue(&conn, &rows, base).map_err(|e| e.to_string())?;
         // At run time the counters know what was queued; at open, only the
         // damaged file can tell.
         let before = if was_open { Some(known) } else { counted };
@@ -248,12 +269,15 @@ impl Store {
     ) -> rusqlite::Result<Option<i64>> {
         let tx = self.conn.transaction()?;
         let mut bytes = 0u64;
+        let mut id = self.last_id;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (created_at_ms, bytes, body) VALUES (?1, ?2, ?3)",
+                "INSERT INTO events (id, created_at_ms, bytes, body) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for event in events {
+                id += 1;
                 insert.execute(params![
+                    id,
                     event.created_ms,
                     event.json.len() as i64,
                     event.json
@@ -261,9 +285,10 @@ impl Store {
                 bytes += event.json.len() as u64;
             }
         }
-        let last = (!events.is_empty()).then(|| tx.last_insert_rowid());
+        let last = (!events.is_empty()).then_some(id);
         if let Some(last) = last {
-            // Kept apart from the events' pages: if those are damaged, this
+            // Persists the id counter (ids must never repeat, see `last_id`),
+            // apart from the events' pages: if those are damaged, it also
             // tells how many rows a salvage could not read (see `salvage`).
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_event_id', ?1)",
@@ -274,6 +299,7 @@ impl Store {
             write_identity(&tx, identity)?;
         }
         tx.commit()?;
+        self.last_id = id;
         self.counters.add_queued(events.len() as u64, bytes);
         Ok(last)
     }
@@ -317,12 +343,6 @@ impl Store {
             [up_to],
             |r| r.get(0),
         )
-    }
-
-    /// The largest event id ever handed out (0 for an empty table).
-    pub(crate) fn max_event_id(&self) -> rusqlite::Result<i64> {
-        self.conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
     }
 }
 
@@ -469,13 +489,13 @@ pub(crate) fn read_legacy_meta(dir: &Path) -> Option<(Identity, bool)> {
 /// the rows read plus those after the last one read, from the id of the last
 /// event ever inserted (kept in `meta`, on other pages): events are only
 /// deleted oldest first, so every id after the damage was still queued.
-fn salvage(path: &Path) -> (Vec<(i64, String)>, Option<u64>) {
+fn salvage(path: &Path) -> (Vec<(i64, String)>, Option<u64>, Option<i64>) {
     use rusqlite::OpenFlags;
     let Ok(conn) = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     ) else {
-        return (Vec::new(), None);
+        return (Vec::new(), None, None);
     };
     let counted = conn
         .query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))
@@ -515,23 +535,27 @@ fn salvage(path: &Path) -> (Vec<(i64, String)>, Option<u64>) {
         }
         _ => None,
     };
-    (rows, counted.or(estimated))
+    (rows, counted.or(estimated), last_written.max(last_read))
 }
 
-/// Queues salvaged events in a fresh database (one transaction); they keep
-/// their `messageId`, so one already delivered is deduplicated downstream.
-fn requeue(conn: &Connection, rows: &[(i64, String)]) -> rusqlite::Result<u64> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
+/// Queues salvaged events in a fresh database (one transaction), with ids
+/// after `base` (ids never repeat); they keep their `messageId`, so one
+/// already delivered is deduplicated downstream.
+fn requeue(conn: &Connection, rows: &[(i64, String)], base: i64) -> rusqlite::Result<u64> {
     conn.execute_batch("BEGIN")?;
     let result = (|| {
         let mut insert = conn.prepare_cached(
-            "INSERT INTO events (created_at_ms, bytes, body) VALUES (?1, ?2, ?3)",
+            "INSERT INTO events (id, created_at_ms, bytes, body) VALUES (?1, ?2, ?3, ?4)",
         )?;
+        let mut id = base;
         for (created, body) in rows {
-            insert.execute(params![created, body.len() as i64, body])?;
+            id += 1;
+            insert.execute(params![id, created, body.len() as i64, body])?;
         }
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_event_id', ?1)",
+            [id.to_string()],
+        )?;
         Ok(rows.len() as u64)
     })();
     conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
@@ -614,6 +638,38 @@ mod tests {
         assert_eq!(remove_corrupt_copies(&dir), 0);
         assert!(corrupt_copies(&dir).is_empty());
         assert!(dir.join("unrelated.corrupt-1").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn event_ids_never_repeat_even_when_the_table_empties() {
+        let dir = temp_dir();
+        let counters = Arc::new(Counters::default());
+        let ev = || Built {
+            json: "{}".into(),
+            created_ms: 1,
+        };
+        {
+            let mut store = Store::unopened(&dir, counters.clone()).unwrap();
+            store.open_file().unwrap();
+            assert_eq!(
+                store.insert_group(&[ev(), ev(), ev()], None).unwrap(),
+                Some(3)
+            );
+            assert_eq!(store.purge().unwrap(), 3);
+            // SQLite alone would hand out rowid 1 again here.
+            assert_eq!(store.insert_group(&[ev()], None).unwrap(), Some(4));
+            assert!(!store.has_pending_up_to(3).unwrap());
+            assert_eq!(store.purge().unwrap(), 1);
+        }
+        let mut store = Store::unopened(&dir, counters.clone()).unwrap();
+        store.open_file().unwrap();
+        assert_eq!(
+            store.last_id(),
+            4,
+            "the counter survives a restart with an empty table"
+        );
+        assert_eq!(store.insert_group(&[ev()], None).unwrap(), Some(5));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -153,6 +153,9 @@ pub(crate) struct Signals {
     pub generation: u64,
     /// The queue database is open (see `Client::await_ready`).
     pub ready: bool,
+    /// The network went from unavailable to available since the uploader
+    /// last looked: a pending backoff wait is cut short (see `delivery`).
+    pub network_regained: bool,
 }
 
 /// Everything the threads share.

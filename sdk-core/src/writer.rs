@@ -224,10 +224,7 @@ impl Writer<'_> {
         let restored = store.counters.queued_events();
         if result.is_ok() {
             // A flush covers what earlier runs left too.
-            match store.max_event_id() {
-                Ok(max) => *self.last_id = (*self.last_id).max(max),
-                Err(e) => shared.storage_error("reading the queue", &e),
-            }
+            *self.last_id = (*self.last_id).max(store.last_id());
         }
         drop(store);
         match result {

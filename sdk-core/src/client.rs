@@ -26,7 +26,7 @@ use crate::event::{self, Fields, Identity, Kind};
 use crate::logger::Log;
 use crate::queue::Store;
 use crate::shared::{Counters, Shared, Signals, lock};
-use crate::state::{Loaded, StateFile};
+use crate::state::{Loaded, Reservation, StateFile};
 use crate::store_lock::StoreLock;
 use crate::supervise::supervise;
 use crate::writer::{self, Msg, STOP_GIVE_UP};
@@ -230,7 +230,7 @@ impl Client {
 
     /// Forgets the user id and traits and starts a new anonymous id.
     pub fn reset(&self) {
-        self.shared.set_identity(Identity::fresh());
+        self.shared.set_identity(Arc::new(Identity::fresh()));
         // The writer persists it (a send never blocks; after shutdown there
         // is nobody to tell).
         let _ = self.tx.send(Msg::Wake);
@@ -359,10 +359,12 @@ impl Client {
             return Err(TributaryError::ShutDown);
         }
         let context = self.shared.context();
-        let built = match &new_identity {
-            Some(identity) => event::build(fields, identity, &context),
-            None => event::build(fields, &self.shared.identity(), &context),
+        let new_identity = new_identity.map(Arc::new);
+        let identity = match &new_identity {
+            Some(identity) => identity.clone(),
+            None => self.shared.identity(),
         };
+        let built = event::build(fields, identity, &context);
         let size = built.json.len() as u64;
         counters.inc(&counters.recorded, 1);
         if size > self.shared.config.max_event_bytes {
@@ -407,8 +409,15 @@ impl Client {
             }
         })?;
         let state_file = StateFile::new(&dir);
+        let mut reservation = Reservation::default();
         let (identity, enabled, state_problem) = match state_file.load() {
-            Loaded::Found(state) => (state.identity(), state.enabled, None),
+            Loaded::Found(state) => {
+                reservation = Reservation {
+                    owner: state.seq_owner.clone(),
+                    up_to: state.seq_reserved,
+                };
+                (state.identity(), state.enabled, None)
+            }
             // First run, or the first since the state file exists: take what
             // an older database holds; the writer writes the file.
             Loaded::Missing => {
@@ -435,6 +444,7 @@ impl Client {
             context: RwLock::new(context),
             enabled: AtomicBool::new(enabled),
             state_file: Mutex::new(state_file),
+            reservation: Mutex::new(reservation),
             purge_requested: AtomicBool::new(false),
             write_key: RwLock::new(write_key),
             signals: Mutex::new(Signals {

@@ -54,11 +54,14 @@ impl Identity {
     }
 }
 
-/// One event ready for the writer: its JSON text and when it was recorded.
+/// One event ready for the writer: its JSON text, when it was recorded, and
+/// whose it is (the writer numbers each anonymous id's events, see `writer`).
 #[derive(Debug)]
 pub(crate) struct Built {
+    /// The event JSON, without its `sequence` (added by the writer).
     pub json: String,
     pub created_ms: i64,
+    pub identity: std::sync::Arc<Identity>,
 }
 
 /// Checks that `json` is a JSON object (or empty, meaning `{}`) and returns its
@@ -226,7 +229,11 @@ pub(crate) struct Fields<'a> {
 }
 
 /// Writes the full event JSON.
-pub(crate) fn build(fields: &Fields<'_>, identity: &Identity, context: &str) -> Built {
+pub(crate) fn build(
+    fields: &Fields<'_>,
+    identity: std::sync::Arc<Identity>,
+    context: &str,
+) -> Built {
     let now = SystemTime::now();
     let created_ms = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -279,7 +286,20 @@ pub(crate) fn build(fields: &Fields<'_>, identity: &Identity, context: &str) -> 
     Built {
         json: buf,
         created_ms,
+        identity,
     }
+}
+
+/// Writes `json` (one event object) into `out` with `"sequence":seq` as its
+/// last field.
+pub(crate) fn with_sequence(out: &mut String, json: &str, seq: u64) {
+    out.clear();
+    // Every built event ends with the `}` of its object.
+    let body = json.strip_suffix('}').unwrap_or(json);
+    out.push_str(body);
+    out.push_str(",\"sequence\":");
+    out.push_str(&seq.to_string());
+    out.push('}');
 }
 
 #[cfg(test)]
@@ -302,7 +322,7 @@ mod tests {
                 payload: Some(r#"{"plan":"pro"}"#),
                 previous_id: None,
             },
-            &identity(),
+            std::sync::Arc::new(identity()),
             r#"{"library":{"name":"x","version":"1"}}"#,
         );
         let v: serde_json::Value = serde_json::from_str(&built.json).unwrap();

@@ -107,6 +107,15 @@ pub(crate) struct Store {
     last_id: i64,
 }
 
+/// Sequence numbers for one group (see `writer`): `seqs[i]` for event `i`,
+/// and the state after the group: whose sequence it is and the next number.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Numbering {
+    pub seqs: Vec<u64>,
+    pub owner: String,
+    pub next: u64,
+}
+
 /// A corrupt database that was replaced, to be logged by the caller
 /// (outside any lock).
 #[derive(Debug)]
@@ -176,6 +185,21 @@ impl Store {
         self.open = true;
         self.note_removal();
         self.refresh_counts().map_err(|e| e.to_string())
+    }
+
+    /// The sequence state stored with the last group: its owner (an anonymous
+    /// id) and the next number. `None` before any numbered event.
+    pub(crate) fn sequence(&self) -> rusqlite::Result<Option<(String, u64)>> {
+        let get = |key: &str| {
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+        };
+        let owner = get("seq_owner")?;
+        let next = get("seq_next")?.and_then(|v| v.parse().ok());
+        Ok(owner.zip(next))
     }
 
     /// The largest event id ever handed out (see the field).
@@ -261,10 +285,14 @@ impl Store {
     }
 
     /// Group commit: inserts every event (and the identity, if it changed) in
-    /// one transaction. Returns the id of the last event inserted, if any.
+    /// one transaction. With `numbering`, event `i` gets `"sequence":
+    /// seqs[i]` and the sequence state is stored in the same transaction, so
+    /// a number is on disk exactly when its event is. Returns the id of the
+    /// last event inserted, if any.
     pub(crate) fn insert_group(
         &mut self,
         events: &[Built],
+        numbering: Option<&Numbering>,
         identity: Option<&Identity>,
     ) -> rusqlite::Result<Option<i64>> {
         let tx = self.conn.transaction()?;
@@ -274,16 +302,25 @@ impl Store {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (id, created_at_ms, bytes, body) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for event in events {
+            let mut numbered = String::new();
+            for (i, event) in events.iter().enumerate() {
                 id += 1;
-                insert.execute(params![
-                    id,
-                    event.created_ms,
-                    event.json.len() as i64,
-                    event.json
-                ])?;
-                bytes += event.json.len() as u64;
+                let body = match numbering.and_then(|n| n.seqs.get(i)) {
+                    Some(seq) => {
+                        crate::event::with_sequence(&mut numbered, &event.json, *seq);
+                        numbered.as_str()
+                    }
+                    None => event.json.as_str(),
+                };
+                insert.execute(params![id, event.created_ms, body.len() as i64, body])?;
+                bytes += body.len() as u64;
             }
+        }
+        if let Some(n) = numbering {
+            let mut put =
+                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+            put.execute(["seq_owner", n.owner.as_str()])?;
+            put.execute(["seq_next", n.next.to_string().as_str()])?;
         }
         let last = (!events.is_empty()).then_some(id);
         if let Some(last) = last {
@@ -648,17 +685,18 @@ mod tests {
         let ev = || Built {
             json: "{}".into(),
             created_ms: 1,
+            identity: Arc::new(Identity::fresh()),
         };
         {
             let mut store = Store::unopened(&dir, counters.clone()).unwrap();
             store.open_file().unwrap();
             assert_eq!(
-                store.insert_group(&[ev(), ev(), ev()], None).unwrap(),
+                store.insert_group(&[ev(), ev(), ev()], None, None).unwrap(),
                 Some(3)
             );
             assert_eq!(store.purge().unwrap(), 3);
             // SQLite alone would hand out rowid 1 again here.
-            assert_eq!(store.insert_group(&[ev()], None).unwrap(), Some(4));
+            assert_eq!(store.insert_group(&[ev()], None, None).unwrap(), Some(4));
             assert!(!store.has_pending_up_to(3).unwrap());
             assert_eq!(store.purge().unwrap(), 1);
         }
@@ -669,7 +707,7 @@ mod tests {
             4,
             "the counter survives a restart with an empty table"
         );
-        assert_eq!(store.insert_group(&[ev()], None).unwrap(), Some(5));
+        assert_eq!(store.insert_group(&[ev()], None, None).unwrap(), Some(5));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -684,8 +722,9 @@ mod tests {
             let ev = Built {
                 json: "{}".into(),
                 created_ms: 1,
+                identity: Arc::new(id.clone()),
             };
-            assert_eq!(store.insert_group(&[ev], Some(&id)).unwrap(), Some(1));
+            assert_eq!(store.insert_group(&[ev], None, Some(&id)).unwrap(), Some(1));
         }
         assert_eq!(read_legacy_meta(&dir), Some((id, true)));
         let mut store = Store::unopened(&dir, counters.clone()).unwrap();

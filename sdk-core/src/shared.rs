@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::event::Identity;
 use crate::logger::Log;
 use crate::queue::Store;
-use crate::state::{State, StateFile};
+use crate::state::{Reservation, State, StateFile};
 use crate::store_lock::StoreLock;
 use crate::{Config, Stats};
 
@@ -172,6 +172,8 @@ pub(crate) struct Shared {
     pub enabled: AtomicBool,
     /// The consent and identity file; the mutex orders its rewrites.
     pub state_file: Mutex<StateFile>,
+    /// Sequence numbers reserved in the state file (see `writer`).
+    pub reservation: Mutex<Reservation>,
     /// Set by opting out: the writer must delete everything queued.
     pub purge_requested: AtomicBool,
     pub write_key: RwLock<String>,
@@ -207,11 +209,11 @@ impl Shared {
     }
 
     /// Replaces the identity and marks it for persistence by the writer.
-    pub fn set_identity(&self, identity: Identity) {
+    pub fn set_identity(&self, identity: Arc<Identity>) {
         *self
             .identity
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(identity);
+            .unwrap_or_else(PoisonError::into_inner) = identity;
         self.identity_dirty.store(true, Ordering::Release);
     }
 
@@ -236,7 +238,8 @@ impl Shared {
     /// values whichever thread makes it.
     pub fn persist_state(&self) -> std::io::Result<()> {
         let file = lock(&self.state_file);
-        let state = State::new(&self.identity(), self.is_enabled());
+        let reservation = lock(&self.reservation).clone();
+        let state = State::new(&self.identity(), self.is_enabled(), &reservation);
         file.store(&state)
     }
 

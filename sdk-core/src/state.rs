@@ -40,16 +40,28 @@ pub(crate) struct State {
     pub anonymous_id: String,
     /// The user id set by `identify` or `alias`.
     pub user_id: Option<String>,
+    /// Whose event sequence `seq_reserved` is about (an anonymous id).
+    #[serde(default)]
+    pub seq_owner: Option<String>,
+    /// Sequence numbers up to this one may have been given to `seq_owner`'s
+    /// events. Reserved here, in blocks, before they are used: should the
+    /// database (which holds the exact next number) be lost, numbering goes
+    /// on after this, so a number is never given twice and the gap shows
+    /// the loss.
+    #[serde(default)]
+    pub seq_reserved: u64,
 }
 
 impl State {
-    /// The state for `identity` and `enabled`.
-    pub fn new(identity: &Identity, enabled: bool) -> Self {
+    /// The state for `identity`, `enabled` and a sequence reservation.
+    pub fn new(identity: &Identity, enabled: bool, reservation: &Reservation) -> Self {
         Self {
             version: 1,
             enabled,
             anonymous_id: identity.anonymous_id.clone(),
             user_id: identity.user_id.clone(),
+            seq_owner: reservation.owner.clone(),
+            seq_reserved: reservation.up_to,
         }
     }
 
@@ -60,6 +72,13 @@ impl State {
             user_id: self.user_id.clone(),
         }
     }
+}
+
+/// Sequence numbers reserved in the state file (see `State::seq_reserved`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Reservation {
+    pub owner: Option<String>,
+    pub up_to: u64,
 }
 
 /// What reading the file found.
@@ -135,6 +154,10 @@ mod tests {
                 user_id: Some("u".into()),
             },
             false,
+            &Reservation {
+                owner: Some("a".into()),
+                up_to: 10_000,
+            },
         );
         file.store(&state).unwrap();
         match file.load() {

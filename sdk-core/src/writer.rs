@@ -27,8 +27,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use crate::event::Built;
-use crate::queue::{Reset, is_corruption};
+use crate::queue::{Numbering, Reset, Store, is_corruption};
 use crate::shared::{Shared, lock};
+use crate::state::Reservation;
+
+/// Sequence numbers are reserved in the state file this many at a time, so
+/// the file is rewritten once per this many events, not per commit.
+const SEQ_BLOCK: u64 = 10_000;
 
 /// How long the writer keeps retrying a failing commit during shutdown
 /// before giving up on the events still in memory (counted).
@@ -67,6 +72,50 @@ struct Writer<'a> {
     /// While the storage fails: when to try again, and the delay after that.
     retry: Option<(Instant, Duration)>,
     last_id: &'a mut i64,
+    /// The event sequence; `None` until read from the open database.
+    seq: Option<Sequence>,
+}
+
+/// The per-installation event sequence: every committed event gets the next
+/// number of its anonymous id's sequence, in commit order, so the numbers
+/// are gap-free (dropped events never get one) and a gap downstream means a
+/// lost event. `reset()` makes a new anonymous id, whose sequence starts at 1.
+#[derive(Debug, Clone, Default)]
+struct Sequence {
+    owner: Option<String>,
+    next: u64,
+}
+
+impl Sequence {
+    /// Where numbering resumes: after the last number stored in the
+    /// database; or, when the database lost it (replaced, deleted), after
+    /// everything reserved in the state file, so no number is given twice.
+    fn resume(stored: Option<(String, u64)>, reserved: &Reservation) -> Self {
+        match (stored, &reserved.owner) {
+            (Some((owner, next)), _) => Self {
+                owner: Some(owner),
+                next,
+            },
+            (None, Some(owner)) => Self {
+                owner: Some(owner.clone()),
+                next: reserved.up_to.saturating_add(1),
+            },
+            (None, None) => Self {
+                owner: None,
+                next: 1,
+            },
+        }
+    }
+
+    fn assign(&mut self, anonymous_id: &str) -> u64 {
+        if self.owner.as_deref() != Some(anonymous_id) {
+            self.owner = Some(anonymous_id.to_string());
+            self.next = 1;
+        }
+        let n = self.next;
+        self.next += 1;
+        n
+    }
 }
 
 /// Runs the writer loop until `Stop` or until every sender is gone.
@@ -79,6 +128,7 @@ pub(crate) fn run(shared: &Shared, rx: &Receiver<Msg>, last_id: &mut i64) {
         flush_requested: false,
         retry: None,
         last_id,
+        seq: None,
     };
     // Open the database now, not at the first event: uploads of what an
     // earlier run left wait for it.
@@ -172,7 +222,8 @@ impl Writer<'_> {
             }
             let identity = identity_changed.then(|| shared.identity());
             let mut store = lock(&shared.store);
-            match store.insert_group(&self.pending, identity.as_deref()) {
+            let numbering = self.number(&store);
+            match store.insert_group(&self.pending, numbering.as_ref(), identity.as_deref()) {
                 Ok(last) => {
                     if let Some(last) = last {
                         *self.last_id = last;
@@ -200,6 +251,9 @@ impl Writer<'_> {
                     if identity_changed {
                         shared.identity_dirty.store(true, Ordering::Release);
                     }
+                    // The numbers were not stored: resume from what the
+                    // database holds (or the reservation, if it was replaced).
+                    self.seq = None;
                     let recovered = is_corruption(&e).then(|| store.recover());
                     drop(store);
                     shared.storage_error("committing recorded events", &e);
@@ -211,6 +265,45 @@ impl Writer<'_> {
             }
         }
         Err(())
+    }
+
+    /// Numbers the pending events (see [`Sequence`]), reserving numbers in
+    /// the state file first when the reservation is used up.
+    fn number(&mut self, store: &Store) -> Option<Numbering> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let shared = self.shared;
+        let seq = self.seq.get_or_insert_with(|| {
+            let stored = store.sequence().unwrap_or_else(|e| {
+                shared.storage_error("reading the event sequence", &e);
+                None
+            });
+            Sequence::resume(stored, &lock(&shared.reservation))
+        });
+        let seqs: Vec<u64> = self
+            .pending
+            .iter()
+            .map(|b| seq.assign(&b.identity.anonymous_id))
+            .collect();
+        let used = seq.next - 1;
+        let mut reservation = lock(&shared.reservation);
+        if reservation.owner != seq.owner || reservation.up_to < used {
+            *reservation = Reservation {
+                owner: seq.owner.clone(),
+                up_to: used + SEQ_BLOCK,
+            };
+            drop(reservation);
+            // Before the numbers are stored with their events.
+            if let Err(e) = shared.persist_state() {
+                shared.storage_error("reserving event sequence numbers", &e);
+            }
+        }
+        Some(Numbering {
+            seqs,
+            owner: seq.owner.clone().unwrap_or_default(),
+            next: seq.next,
+        })
     }
 
     /// Opens the database if it is not open yet, and reports the outcome.

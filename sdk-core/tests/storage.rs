@@ -558,3 +558,85 @@ fn backpressure_drops_are_counted_exactly() {
     );
     assert_eq!(s.queued_events, pending);
 }
+
+/// `(anonymousId, sequence)` of every accepted event, in arrival order.
+fn sequences(server: &TestServer) -> Vec<(String, u64)> {
+    server
+        .accepted_events()
+        .iter()
+        .map(|e| {
+            (
+                e["anonymousId"].as_str().unwrap().to_string(),
+                e["sequence"].as_u64().expect("every event has a sequence"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_event_carries_a_gap_free_sequence_kept_across_restarts_and_restarted_by_reset() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let mut cfg = test_config(&server.url(), dir.path());
+    cfg.max_event_bytes = 1_000;
+    let c1 = Client::new(cfg.clone(), None).unwrap();
+    let first = c1.anonymous_id();
+    c1.set_network_available(false);
+    c1.track("E".into(), props(0, 0)).unwrap();
+    // Refused events take no number: the sequence stays gap-free.
+    let _ = c1.track("Big".into(), props(99, 2_000));
+    c1.identify("u-1".into(), String::new()).unwrap();
+    c1.screen("S".into(), String::new()).unwrap();
+    c1.shutdown(5_000);
+    drop(c1);
+
+    let c2 = reopen(&cfg, None);
+    c2.track("E".into(), props(1, 0)).unwrap();
+    assert_eq!(c2.flush_blocking(10_000), FlushResult::Delivered);
+    c2.reset();
+    let second = c2.anonymous_id();
+    c2.track("E".into(), props(2, 0)).unwrap();
+    c2.group("g".into(), String::new()).unwrap();
+    assert_eq!(c2.flush_blocking(10_000), FlushResult::Delivered);
+    assert_eq!(
+        sequences(&server),
+        vec![
+            (first.clone(), 1),
+            (first.clone(), 2),
+            (first.clone(), 3),
+            (first, 4),
+            (second.clone(), 1),
+            (second, 2),
+        ]
+    );
+}
+
+#[test]
+fn sequence_numbers_are_never_given_twice_when_the_database_is_lost() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let cfg = test_config(&server.url(), dir.path());
+    let c1 = Client::new(cfg.clone(), None).unwrap();
+    c1.set_network_available(false);
+    for i in 0..3 {
+        c1.track("E".into(), props(i, 0)).unwrap();
+    }
+    c1.shutdown(5_000);
+    drop(c1);
+    for file in [
+        DB_FILE,
+        &format!("{DB_FILE}-wal"),
+        &format!("{DB_FILE}-shm"),
+    ] {
+        let _ = std::fs::remove_file(dir.path().join(file));
+    }
+    let c2 = reopen(&cfg, None);
+    c2.track("E".into(), props(3, 0)).unwrap();
+    assert_eq!(c2.flush_blocking(10_000), FlushResult::Delivered);
+    let seqs = sequences(&server);
+    assert_eq!(seqs.len(), 1);
+    assert!(
+        seqs[0].1 > 3,
+        "numbers 1-3 were given to the lost events: {seqs:?}"
+    );
+}

@@ -16,7 +16,7 @@
 //!   `Stats::dropped_shutdown` and is left to exit on its own.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, RwLock, TryLockError};
 use std::thread::JoinHandle;
@@ -245,7 +245,12 @@ impl Client {
     /// copies) happens on the writer thread; this call does not wait for it.
     /// While opted out, recording calls return `Ok` and record nothing.
     pub fn set_enabled(&self, enabled: bool) {
-        self.shared.enabled.store(enabled, Ordering::Release);
+        self.shared.enabled.store(enabled, Ordering::SeqCst);
+        if !enabled {
+            // Every event recorded before this point is the opted-out user's,
+            // and is dropped by the writer even after a quick opt-in.
+            self.shared.opt_outs.fetch_add(1, Ordering::SeqCst);
+        }
         if let Err(e) = self.shared.persist_state() {
             self.shared.storage_error("storing the opt-out choice", &e);
         }
@@ -330,13 +335,17 @@ impl Client {
         fields: &Fields<'_>,
         new_identity: Option<Identity>,
     ) -> Result<(), TributaryError> {
-        if !self.shared.is_enabled() {
+        // Read before the consent check (both SeqCst, written in the other
+        // order by `set_enabled`): a call that still saw recording enabled
+        // carries the epoch from before any opt-out it raced with.
+        let consent_epoch = self.shared.opt_outs.load(Ordering::SeqCst);
+        if !self.shared.enabled.load(Ordering::SeqCst) {
             return Ok(());
         }
         // Announce the call before checking `closed` (both SeqCst): a stopping
         // writer waits for announced calls, then takes in what they sent.
         self.shared.recording.fetch_add(1, Ordering::SeqCst);
-        let result = self.record_announced(fields, new_identity);
+        let result = self.record_announced(fields, new_identity, consent_epoch);
         self.shared.recording.fetch_sub(1, Ordering::SeqCst);
         result
     }
@@ -345,6 +354,7 @@ impl Client {
         &self,
         fields: &Fields<'_>,
         new_identity: Option<Identity>,
+        consent_epoch: u64,
     ) -> Result<(), TributaryError> {
         let counters = &self.shared.counters;
         if self.shared.closed.load(Ordering::SeqCst) {
@@ -364,7 +374,8 @@ impl Client {
             Some(identity) => identity.clone(),
             None => self.shared.identity(),
         };
-        let built = event::build(fields, identity, &context);
+        let mut built = event::build(fields, identity, &context);
+        built.consent_epoch = consent_epoch;
         let size = built.json.len() as u64;
         counters.inc(&counters.recorded, 1);
         if size > self.shared.config.max_event_bytes {
@@ -445,6 +456,7 @@ impl Client {
             enabled: AtomicBool::new(enabled),
             state_file: Mutex::new(state_file),
             reservation: Mutex::new(reservation),
+            opt_outs: AtomicU64::new(0),
             purge_requested: AtomicBool::new(false),
             write_key: RwLock::new(write_key),
             signals: Mutex::new(Signals {

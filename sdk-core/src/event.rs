@@ -62,6 +62,9 @@ pub(crate) struct Built {
     pub json: String,
     pub created_ms: i64,
     pub identity: std::sync::Arc<Identity>,
+    /// `Shared::opt_outs` when it was recorded: the writer drops an event
+    /// recorded before the latest opt-out, even if the user opted in since.
+    pub consent_epoch: u64,
 }
 
 /// Checks that `json` is a JSON object (or empty, meaning `{}`) and returns its
@@ -287,6 +290,7 @@ pub(crate) fn build(
         json: buf,
         created_ms,
         identity,
+        consent_epoch: 0,
     }
 }
 

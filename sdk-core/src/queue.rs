@@ -686,6 +686,7 @@ mod tests {
             json: "{}".into(),
             created_ms: 1,
             identity: Arc::new(Identity::fresh()),
+            consent_epoch: 0,
         };
         {
             let mut store = Store::unopened(&dir, counters.clone()).unwrap();
@@ -723,6 +724,7 @@ mod tests {
                 json: "{}".into(),
                 created_ms: 1,
                 identity: Arc::new(id.clone()),
+                consent_epoch: 0,
             };
             assert_eq!(store.insert_group(&[ev], None, Some(&id)).unwrap(), Some(1));
         }

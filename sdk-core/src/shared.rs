@@ -174,6 +174,8 @@ pub(crate) struct Shared {
     pub state_file: Mutex<StateFile>,
     /// Sequence numbers reserved in the state file (see `writer`).
     pub reservation: Mutex<Reservation>,
+    /// How many times the user opted out (see `Built::consent_epoch`).
+    pub opt_outs: AtomicU64,
     /// Set by opting out: the writer must delete everything queued.
     pub purge_requested: AtomicBool,
     pub write_key: RwLock<String>,

@@ -147,8 +147,11 @@ pub(crate) fn run(shared: &Shared, rx: &Receiver<Msg>, last_id: &mut i64) {
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Event(built) => {
-                    // Re-check: an opt-out may have raced with the recording call.
-                    if shared.is_enabled() {
+                    // Re-check: an opt-out may have raced with the recording
+                    // call, and the user may even have opted in again since.
+                    if shared.is_enabled()
+                        && built.consent_epoch == shared.opt_outs.load(Ordering::SeqCst)
+                    {
                         w.pending_bytes += built.json.len() as u64;
                         w.pending.push(built);
                         if w.pending_bytes >= early_commit_bytes {
@@ -367,8 +370,14 @@ impl Writer<'_> {
         let drain = |w: &mut Self| {
             while let Ok(msg) = rx.try_recv() {
                 if let Msg::Event(built) = msg {
-                    w.pending_bytes += built.json.len() as u64;
-                    w.pending.push(built);
+                    if built.consent_epoch == shared.opt_outs.load(Ordering::SeqCst) {
+                        w.pending_bytes += built.json.len() as u64;
+                        w.pending.push(built);
+                    } else {
+                        let c = &shared.counters;
+                        c.inc(&c.dropped_opt_out, 1);
+                        shared.release_buffer(1, built.json.len() as u64);
+                    }
                 }
             }
         };

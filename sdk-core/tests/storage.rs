@@ -640,3 +640,23 @@ fn sequence_numbers_are_never_given_twice_when_the_database_is_lost() {
         "numbers 1-3 were given to the lost events: {seqs:?}"
     );
 }
+
+#[test]
+fn events_recorded_before_an_opt_out_are_never_sent_even_after_a_quick_opt_in() {
+    for round in 0..20 {
+        let server = TestServer::start();
+        let dir = temp_dir();
+        let client = Client::new(test_config(&server.url(), dir.path()), None).unwrap();
+        for i in 0..50 {
+            client.track("Before".into(), props(i, 0)).unwrap();
+        }
+        client.set_enabled(false);
+        client.set_enabled(true);
+        client.track("After".into(), props(1_000, 0)).unwrap();
+        assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
+        assert_eq!(server.accepted_seqs(), vec![1_000], "round {round}");
+        let s = client.stats();
+        assert_eq!(s.dropped_opt_out, 50, "round {round}: {s:?}");
+        assert_accounted(&s);
+    }
+}

@@ -138,6 +138,16 @@ public final class Tributary: Sendable {
 
     // MARK: Delivery
 
+    /// Waits up to `timeout` seconds for the queue database to be open and says whether
+    /// it is. The initializer does not open it (no disk I/O on the caller's thread beyond
+    /// the directory lock and a small consent file); until it is open, recorded events
+    /// wait in memory and ``stats`` shows no queued events. A storage error (for example
+    /// data protection before the first unlock) is reported to the logger and in
+    /// `Stats.lastError`, and retried in the background. Do not call it on the main thread.
+    public func awaitReady(timeout: TimeInterval) -> Bool {
+        client.awaitReady(timeoutMs: Self.milliseconds(timeout))
+    }
+
     /// Asks for an upload soon and returns at once.
     public func flush() {
         client.flush()

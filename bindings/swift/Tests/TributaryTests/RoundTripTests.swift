@@ -218,6 +218,8 @@ import Testing
 
         server.respond { _ in .ok }
         let second = try Tributary(config: testConfig(server: server, storage: storage), logger: nil)
+        // The database is opened on the core's thread, not in the initializer.
+        #expect(second.awaitReady(timeout: 20))
         #expect(second.stats.queuedEvents == 6)
         #expect(second.flushBlocking(timeout: 30) == .delivered)
 
@@ -271,7 +273,8 @@ import Testing
 
         tributary.optOut()
         #expect(tributary.flushBlocking(timeout: 5) == .disabled)
-        #expect(tributary.stats.queuedEvents == 0)
+        // Opting out takes effect at once; the deletion runs on the core's thread.
+        #expect(server.waitUntil(timeout: 20) { tributary.stats.queuedEvents == 0 })
         tributary.optIn()
 
         let before = tributary.anonymousId

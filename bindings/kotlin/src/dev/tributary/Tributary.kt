@@ -56,9 +56,11 @@ typealias TributaryException = dev.tributary.ffi.TributaryException
  * and serialize the event on the calling thread and hand it to the core's
  * background writer: they never wait for disk or network, so they are safe on
  * the main thread, and they never throw: what they cannot record is logged and
- * counted in [stats]. Only [flushBlocking] and [shutdown] wait, and only as long
- * as their timeout. The constructor opens (or creates) the queue database in
- * `storageDir`; create the client once, e.g. in `Application.onCreate`.
+ * counted in [stats]. Only [flushBlocking], [awaitReady] and [shutdown] wait, each
+ * within a stated bound. The constructor does no disk I/O beyond taking the
+ * directory lock and reading a small consent file: the queue database in
+ * `storageDir` is opened on the SDK's thread. Create the client once, e.g. in
+ * `Application.onCreate`.
  *
  * One client per storage directory; it is thread-safe.
  *
@@ -146,6 +148,16 @@ class Tributary @JvmOverloads constructor(
             }
         }
     }
+
+    /**
+     * Waits up to [timeoutMs] for the queue database to be open and says whether it is.
+     * The constructor does not open it (no disk I/O on the caller's thread); until it is
+     * open, recorded events wait in memory and [stats] shows no queued events. A storage
+     * error (reported to the logger and in `Stats.lastError`) is retried in the background.
+     * It blocks: never call it on the main thread.
+     */
+    fun awaitReady(timeoutMs: Long): Boolean =
+        client.awaitReady(positiveOrZero("timeoutMs", timeoutMs).toULong())
 
     /** Asks for an upload soon and returns at once. */
     fun flush() {

@@ -327,6 +327,8 @@ object ClientTests {
 
             val second = Tributary(testConfig(server.endpoint, dir), null)
             try {
+                // The database is opened on the SDK's thread, not in the constructor.
+                assertTrue(second.awaitReady(FLUSH_TIMEOUT_MS))
                 assertEquals(5uL, second.stats().queuedEvents)
                 assertEquals(FlushResult.Delivered, second.flushBlocking(FLUSH_TIMEOUT_MS))
                 val events = server.events()
@@ -352,6 +354,9 @@ object ClientTests {
         client.optOut()
         client.track("While opted out")
         assertEquals(FlushResult.Disabled, client.flushBlocking(FLUSH_TIMEOUT_MS))
+        // Opting out takes effect at once; the deletion runs on the SDK's thread.
+        val deadline = System.nanoTime() + FLUSH_TIMEOUT_MS * 1_000_000
+        while (client.stats().queuedEvents != 0uL && System.nanoTime() < deadline) Thread.sleep(10)
         assertEquals(0uL, client.stats().queuedEvents)
         client.optIn()
         client.setNetworkAvailable(true)

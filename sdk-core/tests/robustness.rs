@@ -344,3 +344,127 @@ fn storage_that_keeps_failing_never_blocks_a_call() {
         "{seen:#?}"
     );
 }
+
+// --- A read-only storage directory, in a real child process ----------------
+//
+// Root ignores file permissions, so the child drops to user `nobody` with
+// `setpriv` (util-linux) and owns the directory it then makes read-only.
+
+const RO_DIR: &str = "TRIBUTARY_RO_CHILD_DIR";
+
+/// The child side: leaves 100 events on disk, makes the directory read-only,
+/// then starts a client there and calls every API while it fails to open.
+#[test]
+#[ignore = "child process of a_read_only_storage_directory_never_blocks_a_call; run by it"]
+fn readonly_child() {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(dir) = std::env::var(RO_DIR) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let cfg = test_config("http://127.0.0.1:9", dir);
+    leave_events(&cfg, 0, 100);
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let client = Client::new(cfg, None).expect("the constructor does not open the database");
+    client.set_network_available(false);
+    let go = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut j = 100u64;
+            while go.load(Ordering::Relaxed) {
+                let _ = client.track("Meanwhile".into(), props(j, 100));
+                j += 1;
+            }
+        });
+        println!("READY {}", client.await_ready(300));
+        println!("FLUSH {:?}", client.flush_blocking(100));
+        client.set_enabled(false);
+        client.set_enabled(true);
+        println!("SHUTDOWN {:?}", client.shutdown(100));
+        go.store(false, Ordering::Relaxed);
+    });
+    let s = client.stats();
+    let (sources, destinations) = accounting(&s);
+    println!(
+        "STATS {sources} {destinations} {} {}",
+        s.dropped_shutdown, s.database_resets
+    );
+    drop(client);
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    println!("DONE");
+}
+
+#[test]
+fn a_read_only_storage_directory_never_blocks_a_call() {
+    let dir = temp_dir();
+    let nobody = 65_534;
+    std::os::unix::fs::chown(dir.path(), Some(nobody), Some(nobody)).unwrap();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "readonly_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(RO_DIR, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("setpriv (util-linux) runs the child as nobody");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        match lines.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => {
+                let done = line == "DONE";
+                seen.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!("the child did not finish ({e:?}); it printed {seen:#?}");
+            }
+        }
+    }
+    assert!(child.wait().unwrap().success(), "{seen:#?}");
+    assert!(seen.iter().any(|l| l.ends_with("READY false")), "{seen:#?}");
+    assert!(
+        seen.iter().any(|l| l.starts_with("SHUTDOWN TimedOut")),
+        "{seen:#?}"
+    );
+    let stats = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("STATS "))
+        .unwrap_or_else(|| panic!("{seen:#?}"));
+    let figures: Vec<u64> = stats.split(' ').map(|n| n.parse().unwrap()).collect();
+    assert_eq!(
+        figures[0], figures[1],
+        "every event accounted for: {seen:#?}"
+    );
+    assert!(
+        figures[2] > 0,
+        "what could not be stored is counted: {seen:#?}"
+    );
+    assert_eq!(
+        figures[3], 0,
+        "a read-only directory is not corruption: {seen:#?}"
+    );
+    // Writable again: the 100 events left before are all there.
+    let server = TestServer::start();
+    let client = Client::new(test_config(&server.url(), dir.path()), None).unwrap();
+    assert!(client.await_ready(20_000));
+    assert_eq!(client.stats().restored_events, 100);
+    assert_eq!(client.flush_blocking(20_000), FlushResult::Delivered);
+    assert_eq!(server.accepted_seqs(), (0..100).collect::<Vec<_>>());
+}

@@ -104,7 +104,7 @@ pub struct Stats {
     pub dropped_rejected: u64,
     /// Events refused by `track` because they exceeded `max_event_bytes`.
     pub dropped_too_large: u64,
-    /// Events dropped because the writer's channel was full.
+    /// Events dropped because the writer's buffer was full (`max_buffer_bytes`).
     pub dropped_backpressure: u64,
     /// Upload attempts that failed and were scheduled again.
     pub retries: u64,

@@ -131,6 +131,18 @@ impl Client {
         self.record(&fields, None)
     }
 
+    /// Records a `page` event (for web views and hybrid apps; native screens use `screen`).
+    pub fn page(&self, name: String, properties_json: String) -> Result<(), TributaryError> {
+        let properties = event::validate_object("properties", &properties_json)?;
+        let fields = Fields {
+            kind: Kind::Page,
+            label: Some(&name),
+            payload: Some(properties),
+            previous_id: None,
+        };
+        self.record(&fields, None)
+    }
+
     /// Records a `group` event.
     pub fn group(&self, group_id: String, traits_json: String) -> Result<(), TributaryError> {
         let traits = event::validate_object("traits", &traits_json)?;

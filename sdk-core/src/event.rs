@@ -20,6 +20,7 @@ pub(crate) enum Kind {
     Track,
     Identify,
     Screen,
+    Page,
     Group,
     Alias,
 }
@@ -31,6 +32,7 @@ impl Kind {
             Kind::Track => "track",
             Kind::Identify => "identify",
             Kind::Screen => "screen",
+            Kind::Page => "page",
             Kind::Group => "group",
             Kind::Alias => "alias",
         }
@@ -249,7 +251,7 @@ pub(crate) fn build(
     buf.push('"');
     let (label_key, payload_key) = match fields.kind {
         Kind::Track => ("event", "properties"),
-        Kind::Screen => ("name", "properties"),
+        Kind::Screen | Kind::Page => ("name", "properties"),
         Kind::Group => ("groupId", "traits"),
         Kind::Identify | Kind::Alias => ("", "traits"),
     };

@@ -156,11 +156,15 @@ fn a_shut_down_client_refuses_to_record() {
         client.identify("u".into(), String::new()),
         Err(TributaryError::ShutDown)
     ));
+    assert!(matches!(
+        client.page("P".into(), String::new()),
+        Err(TributaryError::ShutDown)
+    ));
     // Refused after shutdown, yet counted: recorded = delivered + dropped.
     let s = client.stats();
     assert_eq!(
         (s.recorded_events, s.uploaded_events, s.dropped_shutdown),
-        (3, 1, 2)
+        (4, 1, 3)
     );
     // A second shutdown is harmless.
     client.shutdown(100);

@@ -177,10 +177,11 @@ fn event_types_identity_reset_and_context() {
     assert_ne!(anon1, anon2, "reset() starts a new anonymous id");
     client.track("After Reset".into(), props(5, 0)).unwrap();
     client.track("No Properties".into(), String::new()).unwrap();
+    client.page("Help".into(), props(8, 0)).unwrap();
     assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
 
     let events: Vec<Value> = server.accepted_events();
-    assert_eq!(events.len(), 7, "{events:#?}");
+    assert_eq!(events.len(), 8, "{events:#?}");
     let identify = &events[0];
     assert_eq!(identify["type"], "identify");
     assert_eq!(identify["userId"], "user-1");
@@ -213,6 +214,10 @@ fn event_types_identity_reset_and_context() {
     assert_eq!(after["anonymousId"].as_str(), Some(anon2.as_str()));
     assert!(after.get("userId").is_none_or(Value::is_null), "{after}");
     assert_eq!(events[6]["event"], "No Properties");
+    let page = &events[7];
+    assert_eq!(page["type"], "page");
+    assert_eq!(page["name"], "Help");
+    assert_eq!(page["properties"]["seq"], 8);
 }
 
 #[test]

@@ -112,6 +112,12 @@ public final class Tributary: Sendable {
         record("screen") { try client.screen(name: name, propertiesJson: JSONProperties.encode(properties)) }
     }
 
+    /// Records a `page` event (web views, hybrid apps; native screens use ``screen(_:properties:)``).
+    /// Never throws.
+    public func page(_ name: String, properties: [String: Any] = [:]) {
+        record("page") { try client.page(name: name, propertiesJson: JSONProperties.encode(properties)) }
+    }
+
     /// Records a `group` event. Never throws.
     public func group(_ groupId: String, traits: [String: Any] = [:]) {
         record("group") { try client.group(groupId: groupId, traitsJson: JSONProperties.encode(traits)) }

@@ -80,7 +80,8 @@ func tributaryError(_ body: () throws -> Void, sourceLocation: SourceLocation = 
         tributary.screen("S")
         tributary.group("g")
         tributary.alias("a")
-        #expect(tributary.stats.droppedShutdown == 5)
-        #expect(logger.entries.filter { $0.level == .warn && $0.message.contains("after shutdown") }.count == 5)
+        tributary.page("P")
+        #expect(tributary.stats.droppedShutdown == 6)
+        #expect(logger.entries.filter { $0.level == .warn && $0.message.contains("after shutdown") }.count == 6)
     }
 }

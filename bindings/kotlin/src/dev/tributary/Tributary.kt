@@ -52,7 +52,7 @@ typealias TributaryException = dev.tributary.ffi.TributaryException
  * A Tributary client: records analytics events durably on the device and
  * delivers each one exactly once to `{endpoint}/v1/batch`.
  *
- * Recording calls ([track], [identify], [screen], [group], [alias]) validate
+ * Recording calls ([track], [identify], [screen], [page], [group], [alias]) validate
  * and serialize the event on the calling thread and hand it to the core's
  * background writer: they never wait for disk or network, so they are safe on
  * the main thread, and they never throw: what they cannot record is logged and
@@ -117,6 +117,12 @@ class Tributary @JvmOverloads constructor(
     @JvmOverloads
     fun screen(name: String, properties: Map<String, Any?> = emptyMap()) = record("screen") {
         client.screen(name, Json.encode(properties))
+    }
+
+    /** Records a `page` event (web views, hybrid apps; native screens use [screen]). Never throws. */
+    @JvmOverloads
+    fun page(name: String, properties: Map<String, Any?> = emptyMap()) = record("page") {
+        client.page(name, Json.encode(properties))
     }
 
     /** Records a `group` event. Never throws (see [track]). */

@@ -243,8 +243,9 @@ object ClientTests {
             client.screen("S")
             client.group("g")
             client.alias("a")
-            assertEquals(5uL, client.stats().droppedShutdown)
-            assertTrue(lines.count { it.startsWith("WARN") && it.contains("after shutdown") } == 5, "$lines")
+            client.page("P")
+            assertEquals(6uL, client.stats().droppedShutdown)
+            assertTrue(lines.count { it.startsWith("WARN") && it.contains("after shutdown") } == 6, "$lines")
         }
     }
 

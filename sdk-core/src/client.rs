@@ -501,15 +501,15 @@ impl Client {
         let writer = std::thread::Builder::new()
             .name("tributary-writer".into())
             .spawn(move || {
-                let mut last_id = 0;
                 let s = &writer_shared;
+                let mut state = writer::Writer::new(s);
                 supervise(
                     "writer",
                     &s.counters,
                     &s.log,
                     || s.stopping(),
                     || {
-                        writer::run(s, &rx, &mut last_id);
+                        writer::run(&mut state, &rx);
                     },
                 );
             })
@@ -768,6 +768,33 @@ mod tests {
             FlushResult::Offline { pending: 1 }
         );
         drop(c2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_writer_that_panics_is_restarted_and_keeps_the_events_it_held() {
+        let dir = temp_dir();
+        let c = Client::new(config(&dir), None).unwrap();
+        c.set_network_available(false);
+        assert!(c.await_ready(10_000));
+        *lock(&writer::PANIC_ONCE_IN) = Some(dir.clone());
+        for _ in 0..10 {
+            c.track("E".into(), String::new()).unwrap();
+        }
+        assert_eq!(
+            c.flush_blocking(30_000),
+            FlushResult::Offline { pending: 10 }
+        );
+        let s = c.stats();
+        assert_eq!(s.thread_restarts, 1, "{s:?}");
+        assert_eq!(s.queued_events, 10, "{s:?}");
+        assert!(
+            s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("panicked")),
+            "{s:?}"
+        );
+        drop(c);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -44,6 +44,12 @@ pub(crate) const STOP_GIVE_UP: Duration = Duration::from_secs(2);
 /// (iOS data protection) starts storing within seconds of the unlock.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
+/// Test-only fault injection: the writer of this storage directory panics
+/// once, in its next commit (see the supervision test in `client`).
+#[cfg(test)]
+pub(crate) static PANIC_ONCE_IN: std::sync::Mutex<Option<std::path::PathBuf>> =
+    std::sync::Mutex::new(None);
+
 /// A message to the writer.
 pub(crate) enum Msg {
     /// A recorded event (its bytes are reserved in `buffered_bytes`).
@@ -60,8 +66,10 @@ pub(crate) enum Msg {
     Stop,
 }
 
-/// The writer's state between messages.
-struct Writer<'a> {
+/// The writer's state between messages. It outlives a panic of [`run`]:
+/// the supervisor runs the loop again with the same state, so the events it
+/// held are committed after the restart, not lost.
+pub(crate) struct Writer<'a> {
     shared: &'a Shared,
     pending: Vec<Built>,
     pending_bytes: u64,
@@ -71,7 +79,8 @@ struct Writer<'a> {
     flush_requested: bool,
     /// While the storage fails: when to try again, and the delay after that.
     retry: Option<(Instant, Duration)>,
-    last_id: &'a mut i64,
+    /// The id of the last committed event (the barriers' answer).
+    last_id: i64,
     /// The event sequence; `None` until read from the open database.
     seq: Option<Sequence>,
 }
@@ -118,18 +127,27 @@ impl Sequence {
     }
 }
 
+impl<'a> Writer<'a> {
+    /// A writer with nothing pending; the database is opened by [`run`].
+    pub(crate) fn new(shared: &'a Shared) -> Self {
+        Self {
+            shared,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            barriers: Vec::new(),
+            flush_requested: false,
+            retry: None,
+            last_id: 0,
+            seq: None,
+        }
+    }
+}
+
 /// Runs the writer loop until `Stop` or until every sender is gone.
-pub(crate) fn run(shared: &Shared, rx: &Receiver<Msg>, last_id: &mut i64) {
-    let mut w = Writer {
-        shared,
-        pending: Vec::new(),
-        pending_bytes: 0,
-        barriers: Vec::new(),
-        flush_requested: false,
-        retry: None,
-        last_id,
-        seq: None,
-    };
+pub(crate) fn run(w: &mut Writer<'_>, rx: &Receiver<Msg>) {
+    let shared = w.shared;
+    // After a panic, numbering resumes from what the database holds.
+    w.seq = None;
     // Open the database now, not at the first event: uploads of what an
     // earlier run left wait for it.
     w.commit();
@@ -197,7 +215,7 @@ impl Writer<'_> {
             Ok(()) => {
                 self.retry = None;
                 for reply in self.barriers.drain(..) {
-                    let _ = reply.send(*self.last_id);
+                    let _ = reply.send(self.last_id);
                 }
                 if std::mem::take(&mut self.flush_requested) {
                     self.shared.signal(|s| s.drain = true);
@@ -225,11 +243,21 @@ impl Writer<'_> {
             }
             let identity = identity_changed.then(|| shared.identity());
             let mut store = lock(&shared.store);
+            #[cfg(test)]
+            {
+                let mut target = lock(&PANIC_ONCE_IN);
+                if target.as_deref() == Some(store.dir()) && !self.pending.is_empty() {
+                    *target = None;
+                    drop(target);
+                    drop(store);
+                    panic!("injected by a test");
+                }
+            }
             let numbering = self.number(&store);
             match store.insert_group(&self.pending, numbering.as_ref(), identity.as_deref()) {
                 Ok(last) => {
                     if let Some(last) = last {
-                        *self.last_id = last;
+                        self.last_id = last;
                     }
                     // Released while the store lock is held, with the queued
                     // count going up: the events move from one figure to the other.
@@ -320,7 +348,7 @@ impl Writer<'_> {
         let restored = store.counters.queued_events();
         if result.is_ok() {
             // A flush covers what earlier runs left too.
-            *self.last_id = (*self.last_id).max(store.last_id());
+            self.last_id = self.last_id.max(store.last_id());
         }
         drop(store);
         match result {
@@ -358,7 +386,7 @@ impl Writer<'_> {
     /// Shutdown: takes in what recording calls racing the shutdown still
     /// sent, commits for at most [`STOP_GIVE_UP`], and counts what could not
     /// be stored in `Stats::dropped_shutdown`.
-    fn finish(mut self, rx: &Receiver<Msg>) {
+    fn finish(&mut self, rx: &Receiver<Msg>) {
         let shared = self.shared;
         let started = Instant::now();
         // Recording calls that passed the shut-down check before it was set
@@ -381,7 +409,7 @@ impl Writer<'_> {
                 }
             }
         };
-        drain(&mut self);
+        drain(self);
         if shared.purge_requested.load(Ordering::Acquire) {
             self.purge();
         }

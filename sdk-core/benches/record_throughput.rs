@@ -8,7 +8,13 @@
 //!
 //! The client is offline; the clock runs from the first `track()` until
 //! `flush_blocking` reports every event durable (`Offline`). Events that the
-//! full channel dropped (backpressure) are not counted as recorded.
+//! full buffer dropped (backpressure) are not counted as recorded.
+//!
+//! The burst case replays a 200,000-event backlog with no pause (one
+//! producer) and prints the events dropped and the process's peak RSS during
+//! the burst (`VmHWM`, reset through `/proc/self/clear_refs`; Linux only), with
+//! the default `max_buffer_bytes` and with a bound the whole burst fits in
+//! (which must drop nothing).
 //! The baseline uses the SDK's schema and pragmas (WAL, synchronous=FULL) and
 //! rows of the same size as the SDK's serialized events; the ratio uses it.
 //! A second baseline line with synchronous=NORMAL is printed for reference.
@@ -93,6 +99,69 @@ fn sdk(producers: usize, chunk: Option<usize>) -> (f64, u64) {
     (rate, stats.queued_bytes / durable.max(1))
 }
 
+const BURST: usize = 200_000;
+
+/// Resets the peak RSS figure of this process (Linux; ignored elsewhere).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak RSS since the last reset, in MB (Linux), from `VmHWM`.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A burst of `BURST` track calls with no pause; `buffer` is `max_buffer_bytes`
+/// (`None`: the default). Prints dropped events and peak RSS; returns the drops.
+fn burst(buffer: Option<u64>) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::new(
+        "http://127.0.0.1:9".into(),
+        "bench".into(),
+        dir.path().to_string_lossy().into_owned(),
+    );
+    cfg.max_queue_bytes = 4_000_000_000;
+    if let Some(bytes) = buffer {
+        cfg.max_buffer_bytes = bytes;
+    }
+    let bound = cfg.max_buffer_bytes;
+    let client = Client::new(cfg, None).unwrap();
+    client.set_network_available(false);
+    client.await_ready(10_000);
+    let inputs: Vec<String> = (0..BURST).map(properties).collect();
+    reset_peak_rss();
+    let base_rss = peak_rss_mb();
+    let start = Instant::now();
+    for props in inputs {
+        client.track("Product Viewed".into(), props).unwrap();
+    }
+    let recorded = start.elapsed();
+    let result = client.flush_blocking(600_000);
+    let elapsed = start.elapsed();
+    let stats = client.stats();
+    let durable = match result {
+        FlushResult::Offline { pending } => pending,
+        other => panic!("expected Offline, got {other:?}"),
+    };
+    let rss = match (base_rss, peak_rss_mb()) {
+        (Some(before), Some(peak)) => format!("{peak:.1} MB (+{:.1} MB)", peak - before),
+        _ => "n/a".into(),
+    };
+    println!(
+        "record_throughput[burst of {BURST}, max_buffer_bytes={bound}]: dropped_backpressure={} ({:.1}%), {durable} durable, \
+         track calls took {:.3}s, all durable after {:.3}s, peak RSS {rss}",
+        stats.dropped_backpressure,
+        100.0 * stats.dropped_backpressure as f64 / BURST as f64,
+        recorded.as_secs_f64(),
+        elapsed.as_secs_f64(),
+    );
+    client.shutdown(1_000);
+    stats.dropped_backpressure
+}
+
 /// Raw rusqlite: the same schema and pragmas, rows of `row_bytes`, 1,000 per transaction.
 fn baseline(row_bytes: u64, synchronous: &str) -> f64 {
     let dir = tempfile::tempdir().unwrap();
@@ -168,14 +237,23 @@ fn summary(values: &[f64]) -> String {
 }
 
 fn main() {
+    // The burst case first, while the process is small.
+    burst(None);
+    // ~330 bytes per event: 200,000 fit in 96 MB.
+    let fitting = burst(Some(96_000_000));
+    assert_eq!(
+        fitting, 0,
+        "a burst that fits the byte bound must lose nothing"
+    );
     let n = rounds();
     let (mut one, mut two, mut sat, mut base, mut normal) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut r_one, mut r_two, mut r_sat) = (vec![], vec![], vec![]);
     for round in 1..=n {
         println!("-- round {round}/{n}");
-        // Lossless: the producer waits for durability every 5,000 events (half
-        // the writer's channel), so nothing is dropped and every event counts.
+        // Lossless: the producer waits for durability every 5,000 events
+        // (~1.6 MB, well within max_buffer_bytes), so nothing is dropped and
+        // every event counts.
         let (a, row_bytes) = sdk(1, Some(5_000));
         let (b, _) = sdk(PRODUCERS, Some(2_500));
         // Unthrottled: the writer saturated; what overflows the channel is

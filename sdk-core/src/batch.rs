@@ -173,6 +173,16 @@ impl Store {
         Ok(())
     }
 
+    /// Moves the wait of every persisted batch to at most `at_ms` (the network
+    /// came back; see `delivery`).
+    pub(crate) fn cut_wait(&mut self, at_ms: i64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE batches SET next_attempt_at_ms = ?1 WHERE next_attempt_at_ms > ?1",
+            [at_ms],
+        )?;
+        Ok(())
+    }
+
     /// In one transaction: deletes the events at `drop_indices`, deletes the
     /// batch, and creates one new batch per non-empty group of event ids.
     fn rewrite(

@@ -1,13 +1,24 @@
 //! The client object: the public entry point.
 //!
-//! A client owns two background threads: the writer (see `writer`), which is
-//! the only one to insert events, and the delivery thread (see `delivery`),
-//! which sends batches. Recording methods only validate, build and `try_send`.
+//! A client owns two background threads: the writer (see `writer`), which
+//! opens the database and is the only one to insert events, and the delivery
+//! thread (see `delivery`), which sends batches. Recording methods only
+//! validate, build and hand over.
+//!
+//! # Time bounds
+//! No call waits on the disk without a bound, whatever the disk does:
+//! - recording calls, `flush`, `set_enabled`, `reset` and the setters never
+//!   wait for the writer (`set_enabled` writes one small file, see `state`);
+//! - `flush_blocking(t)` returns within `max(t, DURABLE_GRACE)`;
+//! - `shutdown(t)` within `max(t, DURABLE_GRACE) + STOP_GIVE_UP + STOP_GRACE`
+//!   (1 s, 2 s and 3 s: `max(t, 1 s) + 5 s`), and `Drop` within 5 s: a writer
+//!   that cannot store its events in time counts them in
+//!   `Stats::dropped_shutdown` and is left to exit on its own.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Sender, channel, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, RwLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,14 +26,21 @@ use crate::event::{self, Fields, Identity, Kind};
 use crate::logger::Log;
 use crate::queue::Store;
 use crate::shared::{Counters, Shared, Signals, lock};
+use crate::state::{Loaded, Reservation, StateFile};
 use crate::store_lock::StoreLock;
-use crate::writer::{self, CHANNEL_CAPACITY, Msg};
+use crate::supervise::supervise;
+use crate::writer::{self, Msg, STOP_GIVE_UP};
 use crate::{Config, DeviceContext, FlushResult, Logger, Stats, TributaryError};
 
 /// How long `flush_blocking` and `shutdown` wait for earlier events to become
-/// durable, whatever their own timeout: only a storage that keeps failing takes
-/// longer than a few milliseconds.
-const DURABLE_WAIT_CAP: Duration = Duration::from_secs(30);
+/// durable when their own timeout is shorter: a group commit takes
+/// milliseconds, so only a failing storage (or one not open yet) reaches it;
+/// then the result is `TimedOut` with the cause in `Stats::last_error`.
+pub const DURABLE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long stopping waits for the writer beyond its own give-up time
+/// ([`STOP_GIVE_UP`]), for a commit already in progress to return.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// A Tributary client bound to one storage directory.
 ///
@@ -31,16 +49,21 @@ const DURABLE_WAIT_CAP: Duration = Duration::from_secs(30);
 #[derive(uniffi::Object)]
 pub struct Client {
     shared: Arc<Shared>,
-    tx: SyncSender<Msg>,
-    shut_down: AtomicBool,
+    tx: Sender<Msg>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    dir_lock: Mutex<Option<StoreLock>>,
 }
 
 #[uniffi::export]
 impl Client {
-    /// Opens (or creates) the queue in `config.storage_dir` and starts the background threads.
-    /// Fails if the config is invalid or another client holds the directory.
+    /// Starts a client on `config.storage_dir` and returns at once.
+    ///
+    /// On the caller's thread it only validates the config, takes the
+    /// directory lock (creating the directory if needed; a second client on
+    /// the same directory fails here with `StorageUnavailable`) and reads the
+    /// small consent file (see `state`; an install from before that file also
+    /// reads the old database's identity, once). The database is opened,
+    /// checked and migrated on the writer thread; events recorded meanwhile
+    /// wait in memory (see [`Client::await_ready`]).
     #[uniffi::constructor]
     pub fn new(
         config: Config,
@@ -48,6 +71,30 @@ impl Client {
     ) -> Result<Arc<Self>, TributaryError> {
         config.validate()?;
         Self::open(config, Log::new(logger)).map(Arc::new)
+    }
+
+    /// Waits up to `timeout_ms` for the queue database to be open, and says
+    /// whether it is. While it is not (a storage error: see
+    /// `Stats::last_error` and the logger; the writer keeps retrying),
+    /// recording still works: events wait in memory up to `max_buffer_bytes`.
+    pub fn await_ready(&self, timeout_ms: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let mut s = lock(&self.shared.signals);
+        loop {
+            if s.ready {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || s.stop {
+                return false;
+            }
+            s = self
+                .shared
+                .signals_cv
+                .wait_timeout(s, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
     }
 
     /// Records a `track` event. `properties_json` must be a JSON object (or empty for none).
@@ -77,6 +124,18 @@ impl Client {
         let properties = event::validate_object("properties", &properties_json)?;
         let fields = Fields {
             kind: Kind::Screen,
+            label: Some(&name),
+            payload: Some(properties),
+            previous_id: None,
+        };
+        self.record(&fields, None)
+    }
+
+    /// Records a `page` event (for web views and hybrid apps; native screens use `screen`).
+    pub fn page(&self, name: String, properties_json: String) -> Result<(), TributaryError> {
+        let properties = event::validate_object("properties", &properties_json)?;
+        let fields = Fields {
+            kind: Kind::Page,
             label: Some(&name),
             payload: Some(properties),
             previous_id: None,
@@ -119,18 +178,20 @@ impl Client {
     /// Asks for an upload soon; returns at once.
     pub fn flush(&self) {
         // Through the writer, so the upload starts after every event recorded
-        // before this call is committed. A full channel means the writer is
-        // busy: then trigger directly rather than block.
-        if self.tx.try_send(Msg::Flush).is_err() {
+        // before this call is committed.
+        if self.tx.send(Msg::Flush).is_err() {
             self.shared.signal(|s| s.drain = true);
         }
     }
 
     /// Waits until every event recorded before the call is durable, then until it
     /// is delivered, delivery is impossible (offline, unauthorized), or `timeout_ms` passes.
+    ///
+    /// Returns within `max(timeout_ms, 1 s)`: durability gets at least one
+    /// second (a commit takes milliseconds), even with a shorter timeout.
     pub fn flush_blocking(&self, timeout_ms: u64) -> FlushResult {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        if self.shut_down.load(Ordering::Acquire) {
+        if self.shared.closed.load(Ordering::SeqCst) {
             return self.current_result();
         }
         self.flush_until(deadline)
@@ -141,6 +202,7 @@ impl Client {
         self.shared.signal(|s| {
             if available && !s.network {
                 s.drain = true;
+                s.network_regained = true;
             }
             s.network = available;
         });
@@ -180,22 +242,39 @@ impl Client {
 
     /// Forgets the user id and traits and starts a new anonymous id.
     pub fn reset(&self) {
-        self.shared.set_identity(Identity::fresh());
-        // If the channel is full the writer is busy and persists it anyway.
-        let _ = self.tx.try_send(Msg::Wake);
+        self.shared.set_identity(Arc::new(Identity::fresh()));
+        // The writer persists it (a send never blocks; after shutdown there
+        // is nobody to tell).
+        let _ = self.tx.send(Msg::Wake);
     }
 
     /// Opting out (`false`) stops recording and deletes all queued data; `true` resumes.
-    /// The choice is stored and survives a restart. While opted out, recording
-    /// calls return `Ok` and record nothing.
+    ///
+    /// The choice takes effect at once for every later call, and is durable when
+    /// this returns: it is stored in its own small file (see the `state` module),
+    /// apart from the queue database, so a corrupt or lost queue cannot turn
+    /// tracking back on. Deleting the queued data (and any corrupt database
+    /// copies) happens on the writer thread; this call does not wait for it.
+    /// While opted out, recording calls return `Ok` and record nothing.
     pub fn set_enabled(&self, enabled: bool) {
-        self.shared.enabled.store(enabled, Ordering::Release);
-        let (reply_tx, reply_rx) = sync_channel(1);
-        // Not a recording call: waiting for the writer here is what makes
-        // "opting out deletes the data" true when this returns.
-        if self.tx.send(Msg::SetEnabled(enabled, reply_tx)).is_ok() {
-            let _ = reply_rx.recv_timeout(Duration::from_secs(30));
+        self.shared.enabled.store(enabled, Ordering::SeqCst);
+        if !enabled {
+            // Every event recorded before this point is the opted-out user's,
+            // and is dropped by the writer even after a quick opt-in.
+            self.shared.opt_outs.fetch_add(1, Ordering::SeqCst);
         }
+        if let Err(e) = self.shared.persist_state() {
+            self.shared.storage_error("storing the opt-out choice", &e);
+        }
+        if !enabled {
+            self.shared.purge_requested.store(true, Ordering::Release);
+            let _ = self.tx.send(Msg::Wake);
+        }
+        self.shared.log.info(if enabled {
+            "recording enabled"
+        } else {
+            "recording disabled; deleting queued events"
+        });
         self.shared.signal(|s| s.generation += 1);
     }
 
@@ -215,10 +294,15 @@ impl Client {
     }
 
     /// Makes every recorded event durable, tries one last upload within `timeout_ms`,
-    /// and stops the threads. Later calls return `TributaryError::ShutDown`.
+    /// and stops the threads. Later recording calls return `TributaryError::ShutDown`
+    /// (counted in `Stats::dropped_shutdown`).
+    ///
+    /// Returns within `max(timeout_ms, 1 s) + 5 s` whatever the disk does;
+    /// events that could not be stored by then are counted in
+    /// `Stats::dropped_shutdown`.
     pub fn shutdown(&self, timeout_ms: u64) -> FlushResult {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        if self.shut_down.swap(true, Ordering::AcqRel) {
+        if self.shared.closed.swap(true, Ordering::SeqCst) {
             return self.current_result();
         }
         let result = self.flush_until(deadline);
@@ -246,9 +330,6 @@ impl Client {
         self.record_track(name, &properties.to_string())
     }
 
-    /// Capacity of the channel between recording calls and the writer thread.
-    pub const CHANNEL_CAPACITY: usize = CHANNEL_CAPACITY;
-
     fn record_track(&self, name: &str, properties_json: &str) -> Result<(), TributaryError> {
         let properties = event::validate_object("properties", properties_json)?;
         let fields = Fields {
@@ -266,36 +347,77 @@ impl Client {
         fields: &Fields<'_>,
         new_identity: Option<Identity>,
     ) -> Result<(), TributaryError> {
-        if self.shut_down.load(Ordering::Acquire) {
-            return Err(TributaryError::ShutDown);
-        }
-        if !self.shared.is_enabled() {
+        // Read before the consent check (both SeqCst, written in the other
+        // order by `set_enabled`): a call that still saw recording enabled
+        // carries the epoch from before any opt-out it raced with.
+        let consent_epoch = self.shared.opt_outs.load(Ordering::SeqCst);
+        if !self.shared.enabled.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let context = self.shared.context();
-        let built = match &new_identity {
-            Some(identity) => event::build(fields, identity, &context),
-            None => event::build(fields, &self.shared.identity(), &context),
-        };
-        let size = built.json.len() as u64;
+        // Announce the call before checking `closed` (both SeqCst): a stopping
+        // writer waits for announced calls, then takes in what they sent.
+        self.shared.recording.fetch_add(1, Ordering::SeqCst);
+        let result = self.record_announced(fields, new_identity, consent_epoch);
+        self.shared.recording.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    fn record_announced(
+        &self,
+        fields: &Fields<'_>,
+        new_identity: Option<Identity>,
+        consent_epoch: u64,
+    ) -> Result<(), TributaryError> {
         let counters = &self.shared.counters;
+        if self.shared.closed.load(Ordering::SeqCst) {
+            counters.inc(&counters.recorded, 1);
+            counters.inc(&counters.dropped_shutdown, 1);
+            // The platform layers swallow this error (recording never throws
+            // there), so the logger is where the app developer sees it.
+            self.shared.log.warn(format!(
+                "a {} event was recorded after shutdown and dropped; create a new client to record more",
+                fields.kind.type_name()
+            ));
+            return Err(TributaryError::ShutDown);
+        }
+        let context = self.shared.context();
+        let new_identity = new_identity.map(Arc::new);
+        let identity = match &new_identity {
+            Some(identity) => identity.clone(),
+            None => self.shared.identity(),
+        };
+        let mut built = event::build(fields, identity, &context);
+        built.consent_epoch = consent_epoch;
+        let size = built.json.len() as u64;
+        counters.inc(&counters.recorded, 1);
         if size > self.shared.config.max_event_bytes {
             counters.inc(&counters.dropped_too_large, 1);
-            return Err(TributaryError::EventTooLarge {
+            let error = TributaryError::EventTooLarge {
                 size,
                 limit: self.shared.config.max_event_bytes,
-            });
+            };
+            self.shared.log.warn(format!(
+                "a {} event was dropped: {error}",
+                fields.kind.type_name()
+            ));
+            return Err(error);
         }
         if let Some(identity) = new_identity {
             self.shared.set_identity(identity);
         }
-        match self.tx.try_send(Msg::Event(built)) {
+        if !self.shared.reserve_buffer(size) {
+            // The writer is behind by max_buffer_bytes (a stalled disk or a
+            // burst): drop rather than block the app or grow without bound.
+            counters.inc(&counters.dropped_backpressure, 1);
+            return Ok(());
+        }
+        match self.tx.send(Msg::Event(built)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                counters.inc(&counters.dropped_backpressure, 1);
-                Ok(())
+            Err(_) => {
+                self.shared.release_buffer(1, size);
+                counters.inc(&counters.dropped_shutdown, 1);
+                Err(TributaryError::ShutDown)
             }
-            Err(TrySendError::Disconnected(_)) => Err(TributaryError::ShutDown),
         }
     }
 
@@ -303,15 +425,35 @@ impl Client {
         let dir = Path::new(&config.storage_dir).to_path_buf();
         let dir_lock = StoreLock::acquire(&dir)?;
         let counters = Arc::new(Counters::default());
-        let opened = Store::open(&dir, counters.clone())?;
-        let mut store = opened.store;
-        let unavailable = |e: rusqlite::Error| TributaryError::StorageUnavailable {
-            path: dir.join(crate::queue::DB_FILE_NAME).display().to_string(),
-            cause: e.to_string(),
+        let store = Store::unopened(&dir, counters.clone()).map_err(|e| {
+            TributaryError::StorageUnavailable {
+                path: dir.display().to_string(),
+                cause: e.to_string(),
+            }
+        })?;
+        let state_file = StateFile::new(&dir);
+        let mut reservation = Reservation::default();
+        let (identity, enabled, state_problem) = match state_file.load() {
+            Loaded::Found(state) => {
+                reservation = Reservation {
+                    owner: state.seq_owner.clone(),
+                    up_to: state.seq_reserved,
+                };
+                (state.identity(), state.enabled, None)
+            }
+            // First run, or the first since the state file exists: take what
+            // an older database holds; the writer writes the file.
+            Loaded::Missing => {
+                let (identity, enabled) = crate::queue::read_legacy_meta(&dir)
+                    .unwrap_or_else(|| (Identity::fresh(), true));
+                (identity, enabled, Some(None))
+            }
+            Loaded::Unreadable(why) => {
+                let identity = crate::queue::read_legacy_meta(&dir)
+                    .map_or_else(Identity::fresh, |(identity, _)| identity);
+                (identity, false, Some(Some(why)))
+            }
         };
-        let (identity, enabled) = store.load_meta().map_err(unavailable)?;
-        let last_id = store.max_event_id().map_err(unavailable)?;
-        let retry_at_ms = store.next_attempt_at().map_err(unavailable)?.unwrap_or(0);
         let context: Arc<str> = event::context_json(&config, &DeviceContext::default()).into();
         let write_key = config.write_key.clone();
         let shared = Arc::new(Shared {
@@ -320,9 +462,14 @@ impl Client {
             counters,
             store: Mutex::new(store),
             identity: RwLock::new(Arc::new(identity)),
-            identity_dirty: AtomicBool::new(false),
+            // A missing or unreadable state file is (re)written by the writer.
+            identity_dirty: AtomicBool::new(state_problem.is_some()),
             context: RwLock::new(context),
             enabled: AtomicBool::new(enabled),
+            state_file: Mutex::new(state_file),
+            reservation: Mutex::new(reservation),
+            opt_outs: AtomicU64::new(0),
+            purge_requested: AtomicBool::new(false),
             write_key: RwLock::new(write_key),
             signals: Mutex::new(Signals {
                 network: true,
@@ -330,27 +477,22 @@ impl Client {
                 unauthorized: false,
                 stop: false,
                 generation: 0,
+                ready: false,
+                network_regained: false,
             }),
             signals_cv: Condvar::new(),
+            closed: AtomicBool::new(false),
+            recording: AtomicUsize::new(0),
+            dir_lock: Mutex::new(Some(dir_lock)),
         });
-        if let Some((moved, why)) = &opened.reset {
+        if let Some(Some(why)) = state_problem {
             let message = format!(
-                "the queue database was unreadable ({why}); moved it to {} and started a fresh one",
-                moved.display()
+                "the consent file is unreadable ({why}); recording stays disabled until opt-in, as the user may have opted out"
             );
             shared.counters.set_last_error(message.clone());
-            shared.log.warn(message);
+            shared.log.error(message);
         }
-        // Deliver whatever a previous run left. Startup eviction, which can delete
-        // many rows, runs on the delivery thread, not on the caller's.
-        if shared.counters.queued_events() > 0 {
-            shared.signal(|s| s.drain = true);
-            shared.log.info(format!(
-                "{} events pending from an earlier run",
-                shared.counters.queued_events()
-            ));
-        }
-        let (tx, rx) = sync_channel(CHANNEL_CAPACITY);
+        let (tx, rx) = channel();
         let spawn_failed = |e: std::io::Error| TributaryError::StorageUnavailable {
             path: dir.display().to_string(),
             cause: format!("cannot start a background thread: {e}"),
@@ -358,15 +500,39 @@ impl Client {
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("tributary-writer".into())
-            .spawn(move || writer::run(writer_shared, rx, last_id))
+            .spawn(move || {
+                let s = &writer_shared;
+                let mut state = writer::Writer::new(s);
+                supervise(
+                    "writer",
+                    &s.counters,
+                    &s.log,
+                    || s.stopping(),
+                    || {
+                        writer::run(&mut state, &rx);
+                    },
+                );
+            })
             .map_err(spawn_failed)?;
         let delivery_shared = shared.clone();
         let delivery = std::thread::Builder::new()
             .name("tributary-upload".into())
-            .spawn(move || crate::delivery::run(delivery_shared, retry_at_ms));
+            .spawn(move || {
+                let s = &delivery_shared;
+                supervise(
+                    "upload",
+                    &s.counters,
+                    &s.log,
+                    || s.stopping(),
+                    || {
+                        crate::delivery::run(s);
+                    },
+                );
+            });
         let delivery = match delivery {
             Ok(handle) => handle,
             Err(e) => {
+                shared.signal(|s| s.stop = true);
                 let _ = tx.send(Msg::Stop);
                 let _ = writer.join();
                 return Err(spawn_failed(e));
@@ -375,9 +541,7 @@ impl Client {
         Ok(Self {
             shared,
             tx,
-            shut_down: AtomicBool::new(false),
             threads: Mutex::new(vec![writer, delivery]),
-            dir_lock: Mutex::new(Some(dir_lock)),
         })
     }
 
@@ -387,16 +551,13 @@ impl Client {
             return FlushResult::Disabled;
         }
         let (reply_tx, reply_rx) = sync_channel(1);
-        // A blocking send: the barrier must follow every event already recorded.
         if self.tx.send(Msg::Barrier(reply_tx)).is_err() {
             return self.current_result();
         }
-        // Durability is not subject to the caller's timeout: a result of this call
-        // promises that every earlier event is on disk, and a group commit takes
-        // milliseconds. Only a storage that keeps failing (the writer retries) can
-        // hold the barrier back; then, after DURABLE_WAIT_CAP, give up and report
-        // TimedOut with the cause in `Stats::last_error`.
-        let durable_deadline = deadline.max(Instant::now() + DURABLE_WAIT_CAP);
+        // Durability gets at least DURABLE_GRACE whatever the caller's
+        // timeout: a result of this call should mean every earlier event is
+        // on disk, and a group commit takes milliseconds.
+        let durable_deadline = deadline.max(Instant::now() + DURABLE_GRACE);
         let remaining = durable_deadline.saturating_duration_since(Instant::now());
         let Ok(target) = reply_rx.recv_timeout(remaining) else {
             return FlushResult::TimedOut {
@@ -406,9 +567,16 @@ impl Client {
         self.shared.signal(|s| s.drain = true);
         loop {
             let generation = lock(&self.shared.signals).generation;
-            let still_pending = lock(&self.shared.store)
-                .has_pending_up_to(target)
-                .unwrap_or(true);
+            // try_lock: a writer stuck in a hung fsync holds the store; this
+            // call must still return by its deadline.
+            let (still_pending, busy) = match self.shared.store.try_lock() {
+                Ok(store) => (store.has_pending_up_to(target).unwrap_or(true), false),
+                Err(TryLockError::Poisoned(p)) => (
+                    p.into_inner().has_pending_up_to(target).unwrap_or(true),
+                    false,
+                ),
+                Err(TryLockError::WouldBlock) => (true, true),
+            };
             if !still_pending {
                 return FlushResult::Delivered;
             }
@@ -427,17 +595,19 @@ impl Client {
             if now >= deadline {
                 return FlushResult::TimedOut { pending };
             }
+            let wait = if busy { 5 } else { 250 };
             if s.generation == generation {
                 let _ = self
                     .shared
                     .signals_cv
-                    .wait_timeout(s, (deadline - now).min(Duration::from_millis(250)));
+                    .wait_timeout(s, (deadline - now).min(Duration::from_millis(wait)));
             }
         }
     }
 
     fn pending(&self) -> u64 {
-        self.shared.counters.queued_events()
+        let c = &self.shared.counters;
+        c.queued_events() + c.buffered_events.load(Ordering::Acquire)
     }
 
     /// The state after shutdown: delivered if nothing is queued.
@@ -452,15 +622,17 @@ impl Client {
     }
 
     /// Stops the delivery thread, then the writer (which commits what it
-    /// holds), closes the database and releases the directory lock.
+    /// holds), closes the database and releases the directory lock; all
+    /// within bounds (see the module docs).
     ///
-    /// The writer is always joined: that is what makes recorded events durable.
     /// The delivery thread may be stuck in a request until `request_timeout_ms`;
     /// it is waited for only until `deadline`, then left to finish on its own.
     /// Once `stop` is set it never applies a late response (the batch stays
     /// persisted and the next run resends it with the same key), and closing
     /// the store under its mutex below guarantees it cannot touch the files
-    /// after the directory lock is released.
+    /// after the directory lock is released. A writer that does not finish
+    /// in time (a hung disk) keeps the store and the directory lock: they are
+    /// released when it lets go of the shared state.
     fn stop_threads(&self, deadline: Instant) {
         self.shared.signal(|s| s.stop = true);
         let _ = self.tx.send(Msg::Stop);
@@ -469,8 +641,20 @@ impl Client {
             let delivery = threads.pop();
             (threads.pop(), delivery)
         };
+        let writer_deadline = Instant::now() + STOP_GIVE_UP + STOP_GRACE;
+        let mut writer_done = true;
         if let Some(writer) = writer {
-            let _ = writer.join();
+            while !writer.is_finished() && Instant::now() < writer_deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if writer.is_finished() {
+                let _ = writer.join();
+            } else {
+                writer_done = false;
+                let message = "the writer did not stop in time (the storage is not answering); it is left to finish on its own".to_string();
+                self.shared.counters.set_last_error(message.clone());
+                self.shared.log.error(message);
+            }
         }
         if let Some(delivery) = delivery {
             while !delivery.is_finished() && Instant::now() < deadline {
@@ -480,16 +664,38 @@ impl Client {
                 let _ = delivery.join();
             }
         }
-        lock(&self.shared.store).close();
-        lock(&self.dir_lock).take();
+        if !writer_done {
+            return;
+        }
+        // The delivery thread holds the store only between requests, for
+        // milliseconds, unless its disk hangs too: bounded by the same budget.
+        let close_deadline = writer_deadline;
+        loop {
+            match self.shared.store.try_lock() {
+                Ok(mut store) => {
+                    store.close();
+                    break;
+                }
+                Err(TryLockError::Poisoned(p)) => {
+                    p.into_inner().close();
+                    break;
+                }
+                Err(TryLockError::WouldBlock) if Instant::now() < close_deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TryLockError::WouldBlock) => return,
+            }
+        }
+        lock(&self.shared.dir_lock).take();
     }
 }
 
 impl Drop for Client {
-    /// Dropping without `shutdown` still commits every recorded event and
-    /// releases the directory, but does not wait for an upload.
+    /// Dropping without `shutdown` still commits every recorded event (within
+    /// the bounds in the module docs) and releases the directory, but does
+    /// not wait for an upload.
     fn drop(&mut self) {
-        if !self.shut_down.swap(true, Ordering::AcqRel) {
+        if !self.shared.closed.swap(true, Ordering::SeqCst) {
             self.stop_threads(Instant::now());
         }
     }
@@ -525,6 +731,8 @@ mod tests {
         let c2 = Client::new(config(&dir), None).unwrap();
         assert_eq!(c2.anonymous_id(), first_anon);
         assert_eq!(c2.user_id().as_deref(), Some("u-1"));
+        // The database is opened on the writer thread.
+        assert!(c2.await_ready(10_000));
         assert_eq!(c2.stats().queued_events, 1);
         c2.reset();
         let second_anon = c2.anonymous_id();
@@ -545,7 +753,7 @@ mod tests {
         c1.set_network_available(false);
         c1.track("A".into(), String::new()).unwrap();
         c1.set_enabled(false);
-        assert_eq!(c1.stats().queued_events, 0);
+        // Deleting happens on the writer thread; dropping waits for it.
         drop(c1);
 
         let c2 = Client::new(config(&dir), None).unwrap();
@@ -560,6 +768,33 @@ mod tests {
             FlushResult::Offline { pending: 1 }
         );
         drop(c2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_writer_that_panics_is_restarted_and_keeps_the_events_it_held() {
+        let dir = temp_dir();
+        let c = Client::new(config(&dir), None).unwrap();
+        c.set_network_available(false);
+        assert!(c.await_ready(10_000));
+        *lock(&writer::PANIC_ONCE_IN) = Some(dir.clone());
+        for _ in 0..10 {
+            c.track("E".into(), String::new()).unwrap();
+        }
+        assert_eq!(
+            c.flush_blocking(30_000),
+            FlushResult::Offline { pending: 10 }
+        );
+        let s = c.stats();
+        assert_eq!(s.thread_restarts, 1, "{s:?}");
+        assert_eq!(s.queued_events, 10, "{s:?}");
+        assert!(
+            s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("panicked")),
+            "{s:?}"
+        );
+        drop(c);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -30,7 +30,8 @@ pub struct Config {
     /// Most bytes queued on disk; past it the oldest events are evicted, counted.
     #[uniffi(default = 20000000)]
     pub max_queue_bytes: u64,
-    /// Events older than this are evicted, counted.
+    /// Events older than this are evicted, counted. At most [`Config::MAX_DURATION_MS`]
+    /// (about 100 years), which in practice means "never".
     #[uniffi(default = 2592000000)]
     pub max_event_age_ms: u64,
     /// First retry delay; doubles per failed attempt, with full jitter.
@@ -45,6 +46,11 @@ pub struct Config {
     /// Whole-request timeout, including the response body.
     #[uniffi(default = 30000)]
     pub request_timeout_ms: u64,
+    /// Most bytes of recorded events held in memory before they are on disk
+    /// (the writer's queue). A recording call that would exceed it drops its
+    /// event, counted in `Stats::dropped_backpressure`, instead of blocking.
+    #[uniffi(default = 4000000)]
+    pub max_buffer_bytes: u64,
     /// Reported in `context.library.name`, e.g. `tributary-kotlin`.
     #[uniffi(default = "tributary-rust")]
     pub library_name: String,
@@ -54,6 +60,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// The largest accepted duration, in milliseconds: about 100 years. Durations
+    /// are added to wall-clock milliseconds as `i64`; a larger value would
+    /// overflow (a `ULong.MAX_VALUE` meant as "never" would evict everything).
+    pub const MAX_DURATION_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+    /// The largest accepted size, in bytes (sizes are stored as SQLite `i64`).
+    pub const MAX_BYTES: u64 = i64::MAX as u64;
+
     /// A configuration with every default from the documentation.
     pub fn new(endpoint: String, write_key: String, storage_dir: String) -> Self {
         Self {
@@ -71,6 +85,7 @@ impl Config {
             retry_max_delay_ms: 600_000,
             connect_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
+            max_buffer_bytes: 4_000_000,
             library_name: "tributary-rust".into(),
             library_version: env!("CARGO_PKG_VERSION").into(),
         }
@@ -84,6 +99,40 @@ impl Config {
                 reason,
             })
         };
+        for (field, value) in [
+            ("flush_interval_ms", self.flush_interval_ms),
+            ("max_event_age_ms", self.max_event_age_ms),
+            ("retry_base_delay_ms", self.retry_base_delay_ms),
+            ("retry_max_delay_ms", self.retry_max_delay_ms),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if value > Self::MAX_DURATION_MS {
+                return bad(
+                    field,
+                    format!(
+                        "{value} ms is more than the maximum of {} ms (about 100 years); use that to mean \"never\"",
+                        Self::MAX_DURATION_MS
+                    ),
+                );
+            }
+        }
+        for (field, value) in [
+            ("max_batch_bytes", self.max_batch_bytes),
+            ("max_event_bytes", self.max_event_bytes),
+            ("max_queue_bytes", self.max_queue_bytes),
+            ("max_buffer_bytes", self.max_buffer_bytes),
+        ] {
+            if value > Self::MAX_BYTES {
+                return bad(
+                    field,
+                    format!(
+                        "{value} is more than the maximum of {} bytes",
+                        Self::MAX_BYTES
+                    ),
+                );
+            }
+        }
         if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
             return bad(
                 "endpoint",
@@ -126,6 +175,15 @@ impl Config {
                 format!(
                     "{} is smaller than max_batch_bytes ({})",
                     self.max_queue_bytes, self.max_batch_bytes
+                ),
+            );
+        }
+        if self.max_buffer_bytes < self.max_event_bytes {
+            return bad(
+                "max_buffer_bytes",
+                format!(
+                    "{} is smaller than max_event_bytes ({}); the buffer must hold one event",
+                    self.max_buffer_bytes, self.max_event_bytes
                 ),
             );
         }

@@ -13,7 +13,6 @@
 //! write key is refused (401/403), while opted out, or before the persisted
 //! `next_attempt_at_ms` of the oldest batch.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::LogLevel;
@@ -33,27 +32,65 @@ enum Step {
     Empty,
     /// Sent and applied; try the next batch.
     Progress,
-    /// Wait until this wall-clock time (ms) before the next attempt.
-    WaitUntil(i64),
+    /// Wait until this wall-clock time (ms) before the next attempt; the
+    /// second figure is the part of it the server asked for (`Retry-After`),
+    /// 0 if none, which going back online does not cut short.
+    WaitUntil(i64, i64),
     /// The write key was refused.
     Unauthorized,
 }
 
 /// Runs the delivery loop until `Signals::stop`.
-pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
-    startup_housekeeping(&shared);
+pub(crate) fn run(shared: &Shared) {
+    // The writer opens the database; nothing can be sent before.
+    {
+        let mut s = lock(&shared.signals);
+        while !s.ready {
+            if s.stop {
+                return;
+            }
+            s = shared
+                .signals_cv
+                .wait(s)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+    startup_housekeeping(shared);
+    let next_attempt = lock(&shared.store).next_attempt_at();
+    let mut retry_at_ms = match next_attempt {
+        Ok(at) => at.unwrap_or(0),
+        Err(e) => {
+            shared.storage_error("reading the retry schedule", &e);
+            0
+        }
+    };
     let uploader = Uploader::new(&shared.config);
     let interval = Duration::from_millis(shared.config.flush_interval_ms);
     let mut next_tick = Instant::now() + interval;
     let mut last_age_check = Instant::now();
     // The next batch, made in the transaction that deleted the previous one.
     let mut prepared: Option<Prepared> = None;
+    // Until when the server itself asked us to wait (Retry-After).
+    let mut server_floor_ms: i64 = 0;
     loop {
         {
             let mut s = lock(&shared.signals);
             loop {
                 if s.stop {
                     return;
+                }
+                if std::mem::take(&mut s.network_regained) && retry_at_ms > now_ms() {
+                    // Failures while the network was going away say nothing about
+                    // the collector: back online, retry at once rather than sit
+                    // out a backoff of up to retry_max_delay_ms. The attempt
+                    // count is kept (a failure now still backs off further), and
+                    // a wait the server asked for (Retry-After) is honoured.
+                    retry_at_ms = server_floor_ms.max(now_ms());
+                    let mut store = lock(&shared.store);
+                    if let Err(e) = store.cut_wait(retry_at_ms) {
+                        drop(store);
+                        shared.storage_error("rescheduling after the network came back", &e);
+                    }
                 }
                 let now = Instant::now();
                 if now >= next_tick {
@@ -87,7 +124,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
         }
         if last_age_check.elapsed() >= AGE_CHECK_EVERY {
             last_age_check = Instant::now();
-            evict_expired(&shared);
+            evict_expired(shared);
             // The age check alone does not start an upload.
             let s = lock(&shared.signals);
             let go =
@@ -98,7 +135,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
                 continue;
             }
         }
-        let step = attempt(&shared, &uploader, &mut prepared);
+        let step = attempt(shared, &uploader, &mut prepared);
         match step {
             Step::Empty => shared.signal(|s| {
                 // A flush() whose events were committed after our empty look
@@ -110,8 +147,9 @@ pub(crate) fn run(shared: Arc<Shared>, mut retry_at_ms: i64) {
                 s.generation += 1;
             }),
             Step::Progress => shared.signal(|s| s.generation += 1),
-            Step::WaitUntil(at) => {
+            Step::WaitUntil(at, server_floor) => {
                 retry_at_ms = at;
+                server_floor_ms = server_floor;
                 // Keep draining once the wait is over.
                 shared.signal(|s| {
                     s.drain = true;
@@ -214,7 +252,7 @@ fn attempt(shared: &Shared, uploader: &Uploader, prepared: &mut Option<Prepared>
             if let Some(recovered) = recovered {
                 crate::writer::log_recovery(shared, recovered);
             }
-            return Step::WaitUntil(now_ms() + 1000);
+            return Step::WaitUntil(now_ms() + 1000, 0);
         }
     };
     shared
@@ -224,7 +262,7 @@ fn attempt(shared: &Shared, uploader: &Uploader, prepared: &mut Option<Prepared>
         // Persisted backoff from an earlier run; never shorten it, but don't
         // trust a clock that jumped back by more than the cap either.
         let cap = shared.config.retry_max_delay_ms.max(24 * 3600 * 1000) as i64;
-        return Step::WaitUntil(batch.next_attempt_at_ms.min(now_ms() + cap));
+        return Step::WaitUntil(batch.next_attempt_at_ms.min(now_ms() + cap), 0);
     }
     let payload = uploader.payload(batch.events.iter().map(|(_, e)| e.as_str()));
     shared.log.debug(format!(
@@ -244,6 +282,28 @@ fn attempt(shared: &Shared, uploader: &Uploader, prepared: &mut Option<Prepared>
     apply(shared, &batch, outcome, (limits, prepared))
 }
 
+/// A 400 whose `rejected` indices all lie outside the batch names nothing we
+/// sent: re-batching would resend everything at once, in a loop. It is a
+/// failed attempt, retried with backoff like any other.
+fn out_of_range_is_a_retry(outcome: Outcome, batch: &Batch) -> Outcome {
+    match outcome {
+        Outcome::RejectedEvents { rejected }
+            if rejected.iter().all(|r| r.index >= batch.events.len()) =>
+        {
+            let indices: Vec<String> = rejected.iter().map(|r| r.index.to_string()).collect();
+            Outcome::Retry {
+                reason: format!(
+                    "HTTP 400 rejecting indices [{}], none of them in this batch of {} events",
+                    indices.join(", "),
+                    batch.events.len()
+                ),
+                retry_after: None,
+            }
+        }
+        other => other,
+    }
+}
+
 /// Turns an outcome into database changes, counters and log lines. After a
 /// delivery that does not end the round, the next batch is made in the same
 /// transaction and left in `next.1`.
@@ -255,6 +315,7 @@ fn apply(
 ) -> Step {
     let now = now_ms();
     let (limits, prepared) = next;
+    let outcome = out_of_range_is_a_retry(outcome, batch);
     // The round goes on (see `run`) while draining or at flush_at; only then
     // is the next batch worth freezing now. Read before the store lock.
     let round_goes_on = lock(&shared.signals).drain
@@ -348,11 +409,14 @@ fn apply(
                         delay.as_millis()
                     ),
                 ));
+                let server_floor = retry_after.map_or(0, |floor| {
+                    now.saturating_add(floor.min(delay).as_millis() as i64)
+                });
                 (
                     store
                         .schedule_retry(batch, attempts, at)
                         .map(|_| Removed::default()),
-                    Step::WaitUntil(at),
+                    Step::WaitUntil(at, server_floor),
                 )
             }
         }
@@ -370,7 +434,7 @@ fn apply(
                     ),
                 ));
             }
-            if !matches!(step, Step::WaitUntil(_)) {
+            if !matches!(step, Step::WaitUntil(..)) {
                 counters.set_in_flight(None);
             }
             step
@@ -381,7 +445,7 @@ fn apply(
                 format!("storage error while recording the upload outcome: {e}"),
             ));
             counters.set_last_error(e.to_string());
-            Step::WaitUntil(now + 1000)
+            Step::WaitUntil(now + 1000, 0)
         }
     };
     drop(store);

@@ -20,16 +20,19 @@ pub(crate) enum Kind {
     Track,
     Identify,
     Screen,
+    Page,
     Group,
     Alias,
 }
 
 impl Kind {
-    fn type_name(self) -> &'static str {
+    /// The Segment `type` field.
+    pub(crate) fn type_name(self) -> &'static str {
         match self {
             Kind::Track => "track",
             Kind::Identify => "identify",
             Kind::Screen => "screen",
+            Kind::Page => "page",
             Kind::Group => "group",
             Kind::Alias => "alias",
         }
@@ -53,11 +56,17 @@ impl Identity {
     }
 }
 
-/// One event ready for the writer: its JSON text and when it was recorded.
+/// One event ready for the writer: its JSON text, when it was recorded, and
+/// whose it is (the writer numbers each anonymous id's events, see `writer`).
 #[derive(Debug)]
 pub(crate) struct Built {
+    /// The event JSON, without its `sequence` (added by the writer).
     pub json: String,
     pub created_ms: i64,
+    pub identity: std::sync::Arc<Identity>,
+    /// `Shared::opt_outs` when it was recorded: the writer drops an event
+    /// recorded before the latest opt-out, even if the user opted in since.
+    pub consent_epoch: u64,
 }
 
 /// Checks that `json` is a JSON object (or empty, meaning `{}`) and returns its
@@ -180,9 +189,22 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The latest instant RFC 3339 can write with a four-digit year: 9999-12-31T23:59:59.999Z.
+const MAX_RFC3339_MS: u64 = 253_402_300_799_999;
+
 /// RFC 3339 UTC timestamp with milliseconds, e.g. `2026-11-24T14:37:54.123Z`.
+///
+/// `humantime` panics on a time before 1970 (a device whose clock was reset)
+/// and on years past 9999, and this runs inside `track`: the time is clamped
+/// into `[1970-01-01T00:00:00.000Z, 9999-12-31T23:59:59.999Z]` first, so a
+/// wrong clock yields a wrong but valid timestamp, never a panic.
 pub(crate) fn rfc3339_ms(at: SystemTime) -> String {
-    humantime::format_rfc3339_millis(at).to_string()
+    let since_epoch = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(std::time::Duration::ZERO);
+    let max = std::time::Duration::from_millis(MAX_RFC3339_MS);
+    let clamped = SystemTime::UNIX_EPOCH + since_epoch.min(max);
+    humantime::format_rfc3339_millis(clamped).to_string()
 }
 
 fn push_json_str(buf: &mut String, value: &str) {
@@ -212,7 +234,11 @@ pub(crate) struct Fields<'a> {
 }
 
 /// Writes the full event JSON.
-pub(crate) fn build(fields: &Fields<'_>, identity: &Identity, context: &str) -> Built {
+pub(crate) fn build(
+    fields: &Fields<'_>,
+    identity: std::sync::Arc<Identity>,
+    context: &str,
+) -> Built {
     let now = SystemTime::now();
     let created_ms = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -225,7 +251,7 @@ pub(crate) fn build(fields: &Fields<'_>, identity: &Identity, context: &str) -> 
     buf.push('"');
     let (label_key, payload_key) = match fields.kind {
         Kind::Track => ("event", "properties"),
-        Kind::Screen => ("name", "properties"),
+        Kind::Screen | Kind::Page => ("name", "properties"),
         Kind::Group => ("groupId", "traits"),
         Kind::Identify | Kind::Alias => ("", "traits"),
     };
@@ -265,7 +291,21 @@ pub(crate) fn build(fields: &Fields<'_>, identity: &Identity, context: &str) -> 
     Built {
         json: buf,
         created_ms,
+        identity,
+        consent_epoch: 0,
     }
+}
+
+/// Writes `json` (one event object) into `out` with `"sequence":seq` as its
+/// last field.
+pub(crate) fn with_sequence(out: &mut String, json: &str, seq: u64) {
+    out.clear();
+    // Every built event ends with the `}` of its object.
+    let body = json.strip_suffix('}').unwrap_or(json);
+    out.push_str(body);
+    out.push_str(",\"sequence\":");
+    out.push_str(&seq.to_string());
+    out.push('}');
 }
 
 #[cfg(test)]
@@ -288,7 +328,7 @@ mod tests {
                 payload: Some(r#"{"plan":"pro"}"#),
                 previous_id: None,
             },
-            &identity(),
+            std::sync::Arc::new(identity()),
             r#"{"library":{"name":"x","version":"1"}}"#,
         );
         let v: serde_json::Value = serde_json::from_str(&built.json).unwrap();
@@ -303,6 +343,17 @@ mod tests {
         let ts = v["timestamp"].as_str().unwrap();
         assert_eq!(ts.len(), "2026-11-24T14:37:54.123Z".len(), "{ts}");
         assert!(humantime::parse_rfc3339(ts).is_ok());
+    }
+
+    #[test]
+    fn timestamps_of_a_clock_outside_1970_to_9999_are_clamped_not_a_panic() {
+        use std::time::Duration;
+        let before_1970 = SystemTime::UNIX_EPOCH - Duration::from_secs(86_400);
+        assert_eq!(rfc3339_ms(before_1970), "1970-01-01T00:00:00.000Z");
+        let year_20000 = SystemTime::UNIX_EPOCH + Duration::from_secs(568_000_000_000);
+        assert_eq!(rfc3339_ms(year_20000), "9999-12-31T23:59:59.999Z");
+        let normal = SystemTime::UNIX_EPOCH + Duration::from_millis(1_500);
+        assert_eq!(rfc3339_ms(normal), "1970-01-01T00:00:01.500Z");
     }
 
     #[test]

@@ -7,12 +7,18 @@
 //!
 //! # How it works
 //! - Recording calls (`track`, `identify`, ...) validate and build the event
-//!   JSON on the caller's thread (module `event`) and `try_send` it to the
-//!   writer thread over a bounded channel of `Client::CHANNEL_CAPACITY`
-//!   events (module `writer`). No disk I/O happens on the caller's thread.
+//!   JSON on the caller's thread (module `event`) and hand it to the writer
+//!   thread over a channel bounded in bytes by `Config::max_buffer_bytes`
+//!   (module `writer`). No disk I/O happens on the caller's thread, and the
+//!   constructor does not open the database: the writer does, retrying
+//!   transient errors (`Client::await_ready`).
 //! - The writer group-commits everything pending into SQLite in WAL mode with
 //!   `synchronous = FULL` (module `queue`, which documents the files and the
-//!   schema), and evicts past `max_queue_bytes` (module `evict`).
+//!   schema), and evicts past `max_queue_bytes` (module `evict`). Consent and
+//!   identity live in their own file (module `state`).
+//! - Every call returns within a stated bound whatever the disk does (module
+//!   `client`), and every recorded event is counted in `Stats` wherever it
+//!   ends: `restored + recorded = uploaded + queued + buffered + dropped_*`.
 //! - The delivery thread (module `delivery`) makes batches with a persisted
 //!   membership and idempotency key (module `batch`), sends them in Segment's
 //!   `/v1/batch` format (module `upload`), and retries with persisted
@@ -43,7 +49,9 @@ mod logger;
 mod queue;
 mod retry;
 mod shared;
+mod state;
 mod store_lock;
+mod supervise;
 mod types;
 mod upload;
 mod writer;

@@ -14,7 +14,9 @@ pub enum LogLevel {
 }
 
 /// Receives the SDK's log messages. It may be called from any of the SDK's
-/// background threads, never while holding a lock the caller could need.
+/// background threads, and from a recording call's thread when that call
+/// drops its event (too large, or after shutdown); never while holding a lock
+/// the caller could need.
 /// Without a logger, the SDK is silent.
 #[uniffi::export(with_foreign)]
 pub trait Logger: Send + Sync {

@@ -4,7 +4,9 @@
 //! - `<storage_dir>/tributary.sqlite3` — the database (plus SQLite's `-wal` and `-shm`).
 //! - `<storage_dir>/tributary.lock` — the directory lock (see `store_lock`).
 //! - `<storage_dir>/tributary.sqlite3.corrupt-<unix_ms>` — a database found
-//!   unreadable or corrupt and moved aside (its `-wal`/`-shm` get the same suffix).
+//!   corrupt and moved aside (its `-wal`/`-shm` get the same suffix); at most
+//!   [`MAX_CORRUPT_COPIES`], none older than 7 days; opting out deletes them.
+//! - `<storage_dir>/tributary.state.json` — consent and identity (see `state`).
 //!
 //! # Schema (`PRAGMA user_version = 1`)
 //! ```sql
@@ -24,7 +26,9 @@
 //!     next_attempt_at_ms INTEGER NOT NULL DEFAULT 0  -- no send before this wall-clock time
 //! );
 //! CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-//! -- meta keys: anonymous_id, user_id (absent when none), enabled ("1"/"0")
+//! -- meta keys: anonymous_id, user_id (absent when none), enabled ("1"/"0"):
+//! -- read once to create the state file of an older install; the identity is
+//! -- still mirrored here as a fallback, the state file is authoritative.
 //! ```
 //!
 //! # Durability
@@ -41,7 +45,6 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
-use crate::TributaryError;
 use crate::event::{Built, Identity};
 use crate::shared::Counters;
 
@@ -70,10 +73,12 @@ PRAGMA user_version = 1;
 
 /// Why opening a database file failed.
 enum OpenError {
-    /// The file exists but cannot be used as a database: move it aside.
-    Unusable(String),
-    /// Something else (directory not writable, disk full, ...).
-    Other(String),
+    /// The file is not a database or fails its integrity check: replace it.
+    Corrupt(String),
+    /// Anything else (the file cannot be opened yet, I/O error, disk full,
+    /// locked): transient as far as we can tell, so retried later. On iOS a
+    /// file under data protection cannot be opened before the first unlock.
+    Transient(String),
 }
 
 /// True for errors that mean the database file itself is damaged.
@@ -93,69 +98,152 @@ pub(crate) struct Store {
     /// other than `finish_batch`, so a batch loaded earlier can tell it may be
     /// stale (see `Store::removals`).
     removals: u64,
+    /// False until the database file is open (see `Store::unopened`).
+    open: bool,
+    /// The largest event id ever handed out, here or in a database this one
+    /// replaced. Ids are assigned from it, not by SQLite (which reuses rowids
+    /// once the table is empty), so `flush_blocking`'s "every event up to id
+    /// N" never covers an event recorded after it.
+    last_id: i64,
 }
 
-/// What `Store::open` found, to be logged by the caller (outside any lock).
-pub(crate) struct Opened {
-    pub store: Store,
-    /// Set when a damaged database was moved aside: its new path and why.
-    pub reset: Option<(PathBuf, String)>,
+/// Sequence numbers for one group (see `writer`): `seqs[i]` for event `i`,
+/// and the state after the group: whose sequence it is and the next number.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Numbering {
+    pub seqs: Vec<u64>,
+    pub owner: String,
+    pub next: u64,
+}
+
+/// A corrupt database that was replaced, to be logged by the caller
+/// (outside any lock).
+#[derive(Debug)]
+pub(crate) struct Reset {
+    /// Where the damaged file was moved.
+    pub moved: PathBuf,
+    /// Why it was judged corrupt.
+    pub why: String,
+    /// Events read back from it and queued again.
+    pub salvaged: u64,
+    /// Events it held that could not be read back (counted in
+    /// `Stats::dropped_corrupt`); `None` when not even the count was readable.
+    pub lost: Option<u64>,
 }
 
 impl Store {
-    /// Opens `<dir>/tributary.sqlite3`, moving a damaged file aside.
-    pub(crate) fn open(dir: &Path, counters: Arc<Counters>) -> Result<Opened, TributaryError> {
-        let path = dir.join(DB_FILE_NAME);
-        let unavailable = |cause: String| TributaryError::StorageUnavailable {
-            path: path.display().to_string(),
-            cause,
-        };
-        let existed = path.exists();
-        let (conn, reset) = match open_checked(&path) {
-            Ok(conn) => (conn, None),
-            Err(OpenError::Unusable(why)) if existed => {
-                let moved = move_aside(&path).map_err(|e| {
-                    unavailable(format!(
-                        "the database is unusable ({why}) and cannot be moved aside: {e}"
-                    ))
-                })?;
-                let conn = open_checked(&path).map_err(|e| match e {
-                    OpenError::Unusable(m) | OpenError::Other(m) => unavailable(m),
-                })?;
-                (conn, Some((moved, why)))
-            }
-            Err(OpenError::Unusable(m) | OpenError::Other(m)) => return Err(unavailable(m)),
-        };
-        let mut store = Store {
-            conn,
-            path: path.clone(),
+    /// A store for `<dir>/tributary.sqlite3` that is not open yet: every query
+    /// fails (the placeholder in-memory database has no tables) until
+    /// [`Store::open_file`] succeeds. Does no file I/O.
+    pub(crate) fn unopened(dir: &Path, counters: Arc<Counters>) -> rusqlite::Result<Self> {
+        Ok(Store {
+            conn: Connection::open_in_memory()?,
+            path: dir.join(DB_FILE_NAME),
             counters,
             removals: 0,
-        };
-        if reset.is_some() {
-            store.counters.inc(&store.counters.database_resets, 1);
-        }
-        store
-            .refresh_counts()
-            .map_err(|e| unavailable(e.to_string()))?;
-        Ok(Opened { store, reset })
+            open: false,
+            last_id: 0,
+        })
     }
 
-    /// Moves the current (damaged) file aside and starts a fresh database.
-    /// Returns the path it was moved to. Queued counts drop to zero.
-    pub(crate) fn recover(&mut self) -> Result<PathBuf, String> {
+    /// Whether the database file is open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Opens the database file. A corrupt one is salvaged, moved aside and
+    /// replaced (returned as `Some(Reset)`); any other error is returned for a
+    /// later retry and leaves the file alone.
+    pub(crate) fn open_file(&mut self) -> Result<Option<Reset>, String> {
+        match open_checked(&self.path) {
+            Ok(conn) => {
+                self.install(conn)?;
+                Ok(None)
+            }
+            Err(OpenError::Transient(why)) => Err(why),
+            Err(OpenError::Corrupt(why)) => self.replace_corrupt(why).map(Some),
+        }
+    }
+
+    /// At run time, after an operation reported corruption: salvages what it
+    /// can, moves the file aside and starts a fresh database.
+    pub(crate) fn recover(&mut self) -> Result<Reset, String> {
+        self.replace_corrupt("SQLite reported corruption".into())
+    }
+
+    fn install(&mut self, conn: Connection) -> Result<(), String> {
+        let stored: i64 = conn
+            .query_row(
+                "SELECT MAX(COALESCE((SELECT MAX(id) FROM events), 0), \
+                 COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_event_id'), 0))",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| e.to_string())?;
+        self.last_id = self.last_id.max(stored);
+        self.conn = conn;
+        self.open = true;
+        self.note_removal();
+        self.refresh_counts().map_err(|e| e.to_string())
+    }
+
+    /// The sequence state stored with the last group: its owner (an anonymous
+    /// id) and the next number. `None` before any numbered event.
+    pub(crate) fn sequence(&self) -> rusqlite::Result<Option<(String, u64)>> {
+        let get = |key: &str| {
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+        };
+        let owner = get("seq_owner")?;
+        let next = get("seq_next")?.and_then(|v| v.parse().ok());
+        Ok(owner.zip(next))
+    }
+
+    /// The largest event id ever handed out (see the field).
+    pub(crate) fn last_id(&self) -> i64 {
+        self.last_id
+    }
+
+    /// Salvage, move aside, reopen, requeue the salvaged rows, count the rest.
+    fn replace_corrupt(&mut self, why: String) -> Result<Reset, String> {
+        // Events this handle knew to be queued (0 before the first open).
+        let was_open = self.open;
+        let known = self.counters.queued_events();
         // Close our handle first so nothing writes to the moved file.
         let placeholder = Connection::open_in_memory().map_err(|e| e.to_string())?;
-        let old = std::mem::replace(&mut self.conn, placeholder);
-        drop(old);
-        let moved = move_aside(&self.path).map_err(|e| e.to_string())?;
-        self.conn = open_checked(&self.path).map_err(|e| match e {
-            OpenError::Unusable(m) | OpenError::Other(m) => m,
+        drop(std::mem::replace(&mut self.conn, placeholder));
+        self.open = false;
+        let (rows, counted, last_written) = salvage(&self.path);
+        let base = self.last_id.max(last_written.unwrap_or(0));
+        let moved = move_aside(&self.path).map_err(|e| {
+            format!("the database is corrupt ({why}) and cannot be moved aside: {e}")
         })?;
+        let conn = open_checked(&self.path).map_err(|e| match e {
+            OpenError::Corrupt(m) | OpenError::Transient(m) => m,
+        })?;
+        let salvaged = requeue(&conn, &rows, base).map_err(|e| e.to_string())?;
+        // At run time the counters know what was queued; at open, only the
+        // damaged file can tell.
+        let before = if was_open { Some(known) } else { counted };
+        let lost = before.map(|n| n.saturating_sub(salvaged));
         self.counters.inc(&self.counters.database_resets, 1);
-        self.note_removal();
-        self.refresh_counts().map_err(|e| e.to_string())?;
-        Ok(moved)
+        if !was_open {
+            // Found at open: they were queued when this client started.
+            self.counters
+                .inc(&self.counters.restored, lost.unwrap_or(0));
+        }
+        self.counters
+            .inc(&self.counters.dropped_corrupt, lost.unwrap_or(0));
+        self.install(conn)?;
+        Ok(Reset {
+            moved,
+            why,
+            salvaged,
+            lost,
+        })
     }
 
     /// Closes the database (after shutdown); later calls fail harmlessly
@@ -168,6 +256,7 @@ impl Store {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         if let Ok(placeholder) = Connection::open_in_memory() {
             drop(std::mem::replace(&mut self.conn, placeholder));
+            self.open = false;
         }
     }
 
@@ -195,86 +284,80 @@ impl Store {
         Ok(())
     }
 
-    /// Reads the persisted identity and opt-out flag, creating an identity if none.
-    pub(crate) fn load_meta(&mut self) -> rusqlite::Result<(Identity, bool)> {
-        let anonymous_id = self.get_meta("anonymous_id")?;
-        let user_id = self.get_meta("user_id")?;
-        let enabled = self.get_meta("enabled")?.as_deref() != Some("0");
-        let identity = match anonymous_id {
-            Some(anonymous_id) => Identity {
-                anonymous_id,
-                user_id,
-            },
-            None => {
-                let fresh = Identity::fresh();
-                let tx = self.conn.transaction()?;
-                write_identity(&tx, &fresh)?;
-                tx.commit()?;
-                fresh
-            }
-        };
-        Ok((identity, enabled))
-    }
-
-    fn get_meta(&self, key: &str) -> rusqlite::Result<Option<String>> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-    }
-
     /// Group commit: inserts every event (and the identity, if it changed) in
-    /// one transaction. Returns the id of the last event inserted, if any.
+    /// one transaction. With `numbering`, event `i` gets `"sequence":
+    /// seqs[i]` and the sequence state is stored in the same transaction, so
+    /// a number is on disk exactly when its event is. Returns the id of the
+    /// last event inserted, if any.
     pub(crate) fn insert_group(
         &mut self,
         events: &[Built],
+        numbering: Option<&Numbering>,
         identity: Option<&Identity>,
     ) -> rusqlite::Result<Option<i64>> {
         let tx = self.conn.transaction()?;
         let mut bytes = 0u64;
+        let mut id = self.last_id;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (created_at_ms, bytes, body) VALUES (?1, ?2, ?3)",
+                "INSERT INTO events (id, created_at_ms, bytes, body) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for event in events {
-                insert.execute(params![
-                    event.created_ms,
-                    event.json.len() as i64,
-                    event.json
-                ])?;
-                bytes += event.json.len() as u64;
+            let mut numbered = String::new();
+            for (i, event) in events.iter().enumerate() {
+                id += 1;
+                let body = match numbering.and_then(|n| n.seqs.get(i)) {
+                    Some(seq) => {
+                        crate::event::with_sequence(&mut numbered, &event.json, *seq);
+                        numbered.as_str()
+                    }
+                    None => event.json.as_str(),
+                };
+                insert.execute(params![id, event.created_ms, body.len() as i64, body])?;
+                bytes += body.len() as u64;
             }
         }
-        let last = (!events.is_empty()).then(|| tx.last_insert_rowid());
+        if let Some(n) = numbering {
+            let mut put =
+                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+            put.execute(["seq_owner", n.owner.as_str()])?;
+            put.execute(["seq_next", n.next.to_string().as_str()])?;
+        }
+        let last = (!events.is_empty()).then_some(id);
+        if let Some(last) = last {
+            // Persists the id counter (ids must never repeat, see `last_id`),
+            // apart from the events' pages: if those are damaged, it also
+            // tells how many rows a salvage could not read (see `salvage`).
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_event_id', ?1)",
+            )?
+            .execute([last.to_string()])?;
+        }
         if let Some(identity) = identity {
             write_identity(&tx, identity)?;
         }
         tx.commit()?;
+        self.last_id = id;
         self.counters.add_queued(events.len() as u64, bytes);
         Ok(last)
     }
 
-    /// Deletes every event and batch and stores the opt-out flag (one transaction).
-    pub(crate) fn purge_and_set_enabled(&mut self, enabled: bool) -> rusqlite::Result<u64> {
+    /// The storage directory.
+    pub(crate) fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Opting out: deletes every event and batch (one transaction), then
+    /// scrubs the files. Returns how many events it deleted.
+    pub(crate) fn purge(&mut self) -> rusqlite::Result<u64> {
         // Opted-out data must be gone from the files, not just unlinked:
         // secure_delete zeroes the freed content.
-        if !enabled {
-            self.conn.execute_batch("PRAGMA secure_delete = ON;")?;
-        }
+        self.conn.execute_batch("PRAGMA secure_delete = ON;")?;
         self.note_removal();
         let tx = self.conn.transaction()?;
-        let mut deleted = 0;
-        if !enabled {
-            deleted = tx.execute("DELETE FROM events", [])? as u64;
-            tx.execute("DELETE FROM batches", [])?;
-        }
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('enabled', ?1)",
-            [if enabled { "1" } else { "0" }],
-        )?;
+        let deleted = tx.execute("DELETE FROM events", [])? as u64;
+        tx.execute("DELETE FROM batches", [])?;
         tx.commit()?;
-        if !enabled {
-            self.scrub()?;
-        }
+        self.scrub()?;
         self.refresh_counts()?;
         Ok(deleted)
     }
@@ -298,12 +381,6 @@ impl Store {
             |r| r.get(0),
         )
     }
-
-    /// The largest event id ever handed out (0 for an empty table).
-    pub(crate) fn max_event_id(&self) -> rusqlite::Result<i64> {
-        self.conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
-    }
 }
 
 fn write_identity(tx: &rusqlite::Transaction<'_>, identity: &Identity) -> rusqlite::Result<()> {
@@ -324,14 +401,10 @@ fn write_identity(tx: &rusqlite::Transaction<'_>, identity: &Identity) -> rusqli
 /// Opens and configures the database, and proves it is readable.
 fn open_checked(path: &Path) -> Result<Connection, OpenError> {
     let classify = |e: rusqlite::Error| {
-        let unreadable = matches!(
-            e.sqlite_error_code(),
-            Some(ErrorCode::CannotOpen | ErrorCode::SystemIoFailure)
-        ) && path.exists();
-        if is_corruption(&e) || unreadable {
-            OpenError::Unusable(e.to_string())
+        if is_corruption(&e) {
+            OpenError::Corrupt(e.to_string())
         } else {
-            OpenError::Other(e.to_string())
+            OpenError::Transient(e.to_string())
         }
     };
     let conn = Connection::open(path).map_err(classify)?;
@@ -341,7 +414,7 @@ fn open_checked(path: &Path) -> Result<Connection, OpenError> {
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(classify)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(OpenError::Other(format!(
+        return Err(OpenError::Transient(format!(
             "cannot switch the journal to WAL (got {mode})"
         )));
     }
@@ -351,7 +424,7 @@ fn open_checked(path: &Path) -> Result<Connection, OpenError> {
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(classify)?;
     if check != "ok" {
-        return Err(OpenError::Unusable(format!(
+        return Err(OpenError::Corrupt(format!(
             "integrity check failed: {check}"
         )));
     }
@@ -359,7 +432,175 @@ fn open_checked(path: &Path) -> Result<Connection, OpenError> {
     Ok(conn)
 }
 
-/// Renames the database and its WAL/SHM files to `*.corrupt-<unix_ms>`.
+/// At most this many corrupt databases are kept aside (for diagnosis); older
+/// ones are deleted, so a device that keeps hitting corruption cannot fill up.
+pub(crate) const MAX_CORRUPT_COPIES: usize = 2;
+
+/// Corrupt copies older than this are deleted (7 days).
+pub(crate) const MAX_CORRUPT_COPY_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// The files of corrupt copies in `dir`, with the time in their name:
+/// `tributary.sqlite3[-wal|-shm].corrupt-<unix_ms>`.
+fn corrupt_copies(dir: &Path) -> Vec<(i64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let name = name.to_str()?;
+            let rest = name.strip_prefix(DB_FILE_NAME)?;
+            let (_, ms) = rest.split_once(".corrupt-")?;
+            Some((ms.parse().ok()?, entry.path()))
+        })
+        .collect()
+}
+
+/// Deletes corrupt copies beyond the newest [`MAX_CORRUPT_COPIES`] and those
+/// older than [`MAX_CORRUPT_COPY_AGE_MS`] at `now_ms`. Returns how many files
+/// it deleted. Best effort: a file that cannot be deleted is left.
+pub(crate) fn prune_corrupt_copies(dir: &Path, now_ms: i64) -> usize {
+    let copies = corrupt_copies(dir);
+    let mut stamps: Vec<i64> = copies.iter().map(|(t, _)| *t).collect();
+    stamps.sort_unstable_by(|a, b| b.cmp(a));
+    stamps.dedup();
+    let keep: Vec<i64> = stamps
+        .into_iter()
+        .filter(|t| now_ms.saturating_sub(*t) <= MAX_CORRUPT_COPY_AGE_MS)
+        .take(MAX_CORRUPT_COPIES)
+        .collect();
+    copies
+        .into_iter()
+        .filter(|(t, _)| !keep.contains(t))
+        .filter(|(_, path)| std::fs::remove_file(path).is_ok())
+        .count()
+}
+
+/// Deletes every corrupt copy (opting out deletes all queued data, including
+/// what was moved aside). Returns how many files remain undeletable.
+pub(crate) fn remove_corrupt_copies(dir: &Path) -> usize {
+    corrupt_copies(dir)
+        .into_iter()
+        .filter(|(_, path)| std::fs::remove_file(path).is_err())
+        .count()
+}
+
+/// The identity and opt-out flag an older version kept in the database's
+/// `meta` table, read once when the state file does not exist yet. `None`
+/// when there is no database (a new install) or it cannot be read.
+pub(crate) fn read_legacy_meta(dir: &Path) -> Option<(Identity, bool)> {
+    use rusqlite::OpenFlags;
+    let path = dir.join(DB_FILE_NAME);
+    if !path.exists() {
+        return None;
+    }
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    let get = |key: &str| {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()
+    };
+    let anonymous_id = get("anonymous_id").ok()??;
+    let user_id = get("user_id").ok()?;
+    let enabled = get("enabled").ok()?.as_deref() != Some("0");
+    Some((
+        Identity {
+            anonymous_id,
+            user_id,
+        },
+        enabled,
+    ))
+}
+
+/// Reads what it can from a corrupt database: the events in id order until
+/// the first unreadable row, and how many events it held (`None` if that
+/// cannot be told).
+///
+/// The count is `COUNT(*)` when the table can still be counted; otherwise
+/// the rows read plus those after the last one read, from the id of the last
+/// event ever inserted (kept in `meta`, on other pages): events are only
+/// deleted oldest first, so every id after the damage was still queued.
+fn salvage(path: &Path) -> (Vec<(i64, String)>, Option<u64>, Option<i64>) {
+    use rusqlite::OpenFlags;
+    let Ok(conn) = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return (Vec::new(), None, None);
+    };
+    let counted = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))
+        .ok()
+        .map(|n| n as u64);
+    let last_written: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'last_event_id'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut rows = Vec::new();
+    let mut last_read = None;
+    if let Ok(mut stmt) = conn.prepare("SELECT id, created_at_ms, body FROM events ORDER BY id")
+        && let Ok(mut it) = stmt.query([])
+    {
+        // Stop at the first damaged page: everything before it is intact.
+        while let Ok(Some(row)) = it.next() {
+            match (
+                row.get::<_, i64>(0),
+                row.get::<_, i64>(1),
+                row.get::<_, String>(2),
+            ) {
+                (Ok(id), Ok(created), Ok(body)) => {
+                    last_read = Some(id);
+                    rows.push((created, body));
+                }
+                _ => break,
+            }
+        }
+    }
+    let estimated = match (last_written, last_read) {
+        (Some(written), Some(read)) => {
+            Some(rows.len() as u64 + written.saturating_sub(read) as u64)
+        }
+        _ => None,
+    };
+    (rows, counted.or(estimated), last_written.max(last_read))
+}
+
+/// Queues salvaged events in a fresh database (one transaction), with ids
+/// after `base` (ids never repeat); they keep their `messageId`, so one
+/// already delivered is deduplicated downstream.
+fn requeue(conn: &Connection, rows: &[(i64, String)], base: i64) -> rusqlite::Result<u64> {
+    conn.execute_batch("BEGIN")?;
+    let result = (|| {
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO events (id, created_at_ms, bytes, body) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut id = base;
+        for (created, body) in rows {
+            id += 1;
+            insert.execute(params![id, created, body.len() as i64, body])?;
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_event_id', ?1)",
+            [id.to_string()],
+        )?;
+        Ok(rows.len() as u64)
+    })();
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    result
+}
+
+/// Renames the database and its WAL/SHM files to `*.corrupt-<unix_ms>`, then
+/// prunes older copies.
 fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
     let suffix = format!(".corrupt-{}", crate::event::now_ms());
     let with_suffix = |p: &Path| {
@@ -380,6 +621,9 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
             }
         }
     }
+    if let Some(dir) = path.parent() {
+        prune_corrupt_copies(dir, crate::event::now_ms());
+    }
     Ok(target)
 }
 
@@ -398,11 +642,73 @@ mod tests {
         let dir = temp_dir();
         std::fs::write(dir.join(DB_FILE_NAME), vec![0xAB; 8192]).unwrap();
         let counters = Arc::new(Counters::default());
-        let opened = Store::open(&dir, counters.clone()).unwrap();
-        let (moved, _why) = opened.reset.expect("reset");
-        assert!(moved.exists());
-        assert!(moved.to_string_lossy().contains(".corrupt-"));
+        let mut store = Store::unopened(&dir, counters.clone()).unwrap();
+        let reset = store.open_file().unwrap().expect("reset");
+        assert!(reset.moved.exists());
+        assert!(reset.moved.to_string_lossy().contains(".corrupt-"));
         assert_eq!(counters.snapshot_resets(), 1);
+        assert!(store.is_open());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn corrupt_copies_are_capped_in_number_and_age() {
+        let dir = temp_dir();
+        let now = 10 * MAX_CORRUPT_COPY_AGE_MS;
+        let day = 24 * 3600 * 1000;
+        let copy = |ms: i64, side: &str| dir.join(format!("{DB_FILE_NAME}{side}.corrupt-{ms}"));
+        for ms in [now - 3 * day, now - 2 * day, now - day, now - 8 * day] {
+            std::fs::write(copy(ms, ""), b"x").unwrap();
+            std::fs::write(copy(ms, "-wal"), b"x").unwrap();
+        }
+        std::fs::write(dir.join("unrelated.corrupt-1"), b"x").unwrap();
+        assert_eq!(prune_corrupt_copies(&dir, now), 4);
+        for (ms, kept) in [
+            (now - day, true),
+            (now - 2 * day, true),
+            (now - 3 * day, false),
+            (now - 8 * day, false),
+        ] {
+            assert_eq!(copy(ms, "").exists(), kept, "{ms}");
+            assert_eq!(copy(ms, "-wal").exists(), kept, "{ms}");
+        }
+        assert_eq!(remove_corrupt_copies(&dir), 0);
+        assert!(corrupt_copies(&dir).is_empty());
+        assert!(dir.join("unrelated.corrupt-1").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn event_ids_never_repeat_even_when_the_table_empties() {
+        let dir = temp_dir();
+        let counters = Arc::new(Counters::default());
+        let ev = || Built {
+            json: "{}".into(),
+            created_ms: 1,
+            identity: Arc::new(Identity::fresh()),
+            consent_epoch: 0,
+        };
+        {
+            let mut store = Store::unopened(&dir, counters.clone()).unwrap();
+            store.open_file().unwrap();
+            assert_eq!(
+                store.insert_group(&[ev(), ev(), ev()], None, None).unwrap(),
+                Some(3)
+            );
+            assert_eq!(store.purge().unwrap(), 3);
+            // SQLite alone would hand out rowid 1 again here.
+            assert_eq!(store.insert_group(&[ev()], None, None).unwrap(), Some(4));
+            assert!(!store.has_pending_up_to(3).unwrap());
+            assert_eq!(store.purge().unwrap(), 1);
+        }
+        let mut store = Store::unopened(&dir, counters.clone()).unwrap();
+        store.open_file().unwrap();
+        assert_eq!(
+            store.last_id(),
+            4,
+            "the counter survives a restart with an empty table"
+        );
+        assert_eq!(store.insert_group(&[ev()], None, None).unwrap(), Some(5));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -410,19 +716,21 @@ mod tests {
     fn identity_and_events_persist() {
         let dir = temp_dir();
         let counters = Arc::new(Counters::default());
-        let id = {
-            let mut store = Store::open(&dir, counters.clone()).unwrap().store;
-            let (id, enabled) = store.load_meta().unwrap();
-            assert!(enabled);
+        let id = Identity::fresh();
+        {
+            let mut store = Store::unopened(&dir, counters.clone()).unwrap();
+            assert!(store.open_file().unwrap().is_none());
             let ev = Built {
                 json: "{}".into(),
                 created_ms: 1,
+                identity: Arc::new(id.clone()),
+                consent_epoch: 0,
             };
-            assert_eq!(store.insert_group(&[ev], None).unwrap(), Some(1));
-            id
-        };
-        let mut store = Store::open(&dir, counters.clone()).unwrap().store;
-        assert_eq!(store.load_meta().unwrap().0, id);
+            assert_eq!(store.insert_group(&[ev], None, Some(&id)).unwrap(), Some(1));
+        }
+        assert_eq!(read_legacy_meta(&dir), Some((id, true)));
+        let mut store = Store::unopened(&dir, counters.clone()).unwrap();
+        assert!(store.open_file().unwrap().is_none());
         assert!(store.has_pending_up_to(1).unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }

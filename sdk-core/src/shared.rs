@@ -1,12 +1,14 @@
 //! State shared by the client handle and its two background threads.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::event::Identity;
 use crate::logger::Log;
 use crate::queue::Store;
+use crate::state::{Reservation, State, StateFile};
+use crate::store_lock::StoreLock;
 use crate::{Config, Stats};
 
 /// Locks a mutex, ignoring poisoning: our threads never panic while holding
@@ -29,6 +31,14 @@ pub(crate) struct Counters {
     pub dropped_backpressure: AtomicU64,
     pub retries: AtomicU64,
     pub database_resets: AtomicU64,
+    pub dropped_corrupt: AtomicU64,
+    pub dropped_shutdown: AtomicU64,
+    pub dropped_opt_out: AtomicU64,
+    pub recorded: AtomicU64,
+    pub restored: AtomicU64,
+    pub buffered_events: AtomicU64,
+    pub buffered_bytes: AtomicU64,
+    pub thread_restarts: AtomicU64,
     last_error: Mutex<Option<String>>,
     in_flight: Mutex<Option<(String, u64)>>,
 }
@@ -60,6 +70,17 @@ impl Counters {
         };
         sub(&self.queued_events, events);
         sub(&self.queued_bytes, bytes);
+    }
+
+    /// Removes events that left the in-memory buffer.
+    pub fn sub_buffered(&self, events: u64, bytes: u64) {
+        let sub = |a: &AtomicU64, n: u64| {
+            let _ = a.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            });
+        };
+        sub(&self.buffered_events, events);
+        sub(&self.buffered_bytes, bytes);
     }
 
     /// Events on disk.
@@ -105,6 +126,14 @@ impl Counters {
             retries: get(&self.retries),
             last_error: lock(&self.last_error).clone(),
             database_resets: get(&self.database_resets),
+            dropped_corrupt: get(&self.dropped_corrupt),
+            dropped_shutdown: get(&self.dropped_shutdown),
+            dropped_opt_out: get(&self.dropped_opt_out),
+            recorded_events: get(&self.recorded),
+            restored_events: get(&self.restored),
+            buffered_events: get(&self.buffered_events),
+            buffered_bytes: get(&self.buffered_bytes),
+            thread_restarts: get(&self.thread_restarts),
         }
     }
 }
@@ -122,6 +151,11 @@ pub(crate) struct Signals {
     pub stop: bool,
     /// Bumped after every upload attempt, so waiters can tell something happened.
     pub generation: u64,
+    /// The queue database is open (see `Client::await_ready`).
+    pub ready: bool,
+    /// The network went from unavailable to available since the uploader
+    /// last looked: a pending backoff wait is cut short (see `delivery`).
+    pub network_regained: bool,
 }
 
 /// Everything the threads share.
@@ -136,9 +170,27 @@ pub(crate) struct Shared {
     /// The pre-serialized `context` object copied into every event.
     pub context: RwLock<Arc<str>>,
     pub enabled: AtomicBool,
+    /// The consent and identity file; the mutex orders its rewrites.
+    pub state_file: Mutex<StateFile>,
+    /// Sequence numbers reserved in the state file (see `writer`).
+    pub reservation: Mutex<Reservation>,
+    /// How many times the user opted out (see `Built::consent_epoch`).
+    pub opt_outs: AtomicU64,
+    /// Set by opting out: the writer must delete everything queued.
+    pub purge_requested: AtomicBool,
     pub write_key: RwLock<String>,
     pub signals: Mutex<Signals>,
     pub signals_cv: Condvar,
+    /// Set by `shutdown` and `Drop`: recording calls refuse from then on.
+    pub closed: AtomicBool,
+    /// Recording calls between their `closed` check and their send. With
+    /// `closed`, both `SeqCst`, it lets the stopping writer know when no
+    /// event can arrive any more (see `writer`).
+    pub recording: AtomicUsize,
+    /// The directory lock. It lives as long as any thread may touch the files:
+    /// released by `shutdown` once the threads are done, or when the last of
+    /// them lets go of this struct.
+    pub dir_lock: Mutex<Option<StoreLock>>,
 }
 
 impl Shared {
@@ -159,11 +211,11 @@ impl Shared {
     }
 
     /// Replaces the identity and marks it for persistence by the writer.
-    pub fn set_identity(&self, identity: Identity) {
+    pub fn set_identity(&self, identity: Arc<Identity>) {
         *self
             .identity
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(identity);
+            .unwrap_or_else(PoisonError::into_inner) = identity;
         self.identity_dirty.store(true, Ordering::Release);
     }
 
@@ -181,6 +233,44 @@ impl Shared {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Rewrites the state file with the current consent and identity. Both are
+    /// read under the file's lock, so the last rewrite always holds the latest
+    /// values whichever thread makes it.
+    pub fn persist_state(&self) -> std::io::Result<()> {
+        let file = lock(&self.state_file);
+        let reservation = lock(&self.reservation).clone();
+        let state = State::new(&self.identity(), self.is_enabled(), &reservation);
+        file.store(&state)
+    }
+
+    /// Reserves `bytes` of the in-memory buffer for one event. False (nothing
+    /// reserved) when that would exceed `max_buffer_bytes`.
+    pub fn reserve_buffer(&self, bytes: u64) -> bool {
+        let c = &self.counters;
+        let limit = self.config.max_buffer_bytes;
+        let reserved = c
+            .buffered_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= limit)
+            })
+            .is_ok();
+        if reserved {
+            c.buffered_events.fetch_add(1, Ordering::AcqRel);
+        }
+        reserved
+    }
+
+    /// Releases the buffer reservation of `events` events of `bytes` in total
+    /// (committed or dropped).
+    pub fn release_buffer(&self, events: u64, bytes: u64) {
+        self.counters.sub_buffered(events, bytes);
+    }
+
+    /// Whether the client is shutting down (threads must not restart).
+    pub fn stopping(&self) -> bool {
+        lock(&self.signals).stop
     }
 
     /// Whether recording is enabled (not opted out).

@@ -104,7 +104,7 @@ pub struct Stats {
     pub dropped_rejected: u64,
     /// Events refused by `track` because they exceeded `max_event_bytes`.
     pub dropped_too_large: u64,
-    /// Events dropped because the writer's channel was full.
+    /// Events dropped because the writer's buffer was full (`max_buffer_bytes`).
     pub dropped_backpressure: u64,
     /// Upload attempts that failed and were scheduled again.
     pub retries: u64,
@@ -112,4 +112,36 @@ pub struct Stats {
     pub last_error: Option<String>,
     /// Times the database was found corrupt, moved aside and recreated.
     pub database_resets: u64,
+    /// Events lost when a corrupt database was replaced: those that could not
+    /// be read back from it (the readable ones are copied to the new one).
+    #[uniffi(default = 0)]
+    pub dropped_corrupt: u64,
+    /// Events recorded but never stored because the client shut down first:
+    /// a recording call racing `shutdown`, or events the writer still held when
+    /// the storage kept failing past the shutdown bound.
+    #[uniffi(default = 0)]
+    pub dropped_shutdown: u64,
+    /// Events deleted from the queue (or refused) by opting out.
+    #[uniffi(default = 0)]
+    pub dropped_opt_out: u64,
+    /// Events the recording calls accepted since the client was created: every
+    /// call that built an event while recording was enabled, including those then
+    /// dropped as too large or for backpressure. At any quiet moment
+    /// `restored_events + recorded_events = uploaded_events + queued_events +
+    /// buffered_events + every dropped_* counter`.
+    #[uniffi(default = 0)]
+    pub recorded_events: u64,
+    /// Events found queued on disk when the client opened the database (left by
+    /// an earlier run).
+    #[uniffi(default = 0)]
+    pub restored_events: u64,
+    /// Events recorded but not yet committed to disk (in the writer's queue).
+    #[uniffi(default = 0)]
+    pub buffered_events: u64,
+    /// Bytes of those events.
+    #[uniffi(default = 0)]
+    pub buffered_bytes: u64,
+    /// Times a background thread panicked and was restarted (a bug: see `last_error`).
+    #[uniffi(default = 0)]
+    pub thread_restarts: u64,
 }

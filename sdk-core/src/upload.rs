@@ -71,6 +71,10 @@ impl Uploader {
             .timeout_connect(Some(Duration::from_millis(config.connect_timeout_ms)))
             .timeout_global(Some(Duration::from_millis(config.request_timeout_ms)))
             .http_status_as_error(false)
+            // Never follow a redirect: ureq would turn the POST into a GET and
+            // drop the body, and a collector does not redirect. A 30x is a
+            // failed attempt (see `classify`), retried with backoff and logged.
+            .max_redirects(0)
             // Mobile apps talk to their collector directly; don't pick up
             // proxies from the environment of a desktop test run.
             .proxy(None)
@@ -158,12 +162,36 @@ impl Uploader {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = response
             .body_mut()
             .with_config()
             .limit(MAX_RESPONSE_BYTES)
-            .read_to_string()
-            .unwrap_or_default();
+            .read_to_string();
+        let body = match (status, body) {
+            (_, Ok(body)) => body,
+            // A 2xx whose body cannot be read is not an acknowledgement.
+            (200..=299, Err(e)) => {
+                return Outcome::Retry {
+                    reason: format!("HTTP {status} with an unreadable body: {e}"),
+                    retry_after: None,
+                };
+            }
+            (_, Err(_)) => String::new(),
+        };
+        if (300..=399).contains(&status) {
+            return Outcome::Retry {
+                reason: format!(
+                    "HTTP {status} redirect to {}: not followed (check the endpoint)",
+                    location.as_deref().unwrap_or("nowhere")
+                ),
+                retry_after,
+            };
+        }
         classify(status, &body, retry_after)
     }
 }
@@ -171,6 +199,22 @@ impl Uploader {
 /// Maps a status and body to an outcome (pure, unit-tested).
 pub(crate) fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Outcome {
     match status {
+        // A 2xx is an acknowledgement only from a collector: a JSON body
+        // (Segment answers `{"success":true}`, ours `{"accepted":n}`) or an
+        // empty one. Anything else (a captive portal's HTML login page) must
+        // not delete the batch.
+        200..=299
+            if !body.trim().is_empty()
+                && serde_json::from_str::<serde::de::IgnoredAny>(body).is_err() =>
+        {
+            Outcome::Retry {
+                reason: format!(
+                    "HTTP {status} with a body that is not JSON (a captive portal?): {}",
+                    snippet(body)
+                ),
+                retry_after: None,
+            }
+        }
         200..=299 => Outcome::Delivered {
             rejected: rejections(body),
         },
@@ -269,6 +313,25 @@ mod tests {
             Outcome::Unauthorized { status: 403 }
         );
         assert_eq!(classify(413, "", None), Outcome::TooLarge);
+        // Segment's answer, an empty body and ours are acknowledgements.
+        for body in [r#"{"success":true}"#, "", "  ", r#"{"accepted":1}"#] {
+            assert_eq!(
+                classify(200, body, None),
+                Outcome::Delivered { rejected: vec![] },
+                "{body:?}"
+            );
+        }
+        // A captive portal's page is not.
+        for body in [
+            "<html><body>Log in to the Wi-Fi</body></html>",
+            "OK",
+            "{\"truncated\"",
+        ] {
+            assert!(
+                matches!(classify(200, body, None), Outcome::Retry { .. }),
+                "{body:?}"
+            );
+        }
         for status in [408, 429, 500, 503, 404] {
             assert!(matches!(classify(status, "", None), Outcome::Retry { .. }));
         }

@@ -1,42 +1,60 @@
 //! The writer thread: the only place events reach the disk.
 //!
-//! Recording calls hand built events to this thread through a bounded
-//! `std::sync::mpsc::sync_channel` of [`CHANNEL_CAPACITY`] messages, using
-//! `try_send`: a full channel (a stalled disk) drops the event and counts it
-//! in `Stats::dropped_backpressure` instead of blocking the caller.
+//! Recording calls hand built events to this thread through an unbounded
+//! `std::sync::mpsc` channel whose contents are bounded in *bytes*: a
+//! recording call reserves its event's size in `Stats::buffered_bytes` first
+//! and drops the event (counted in `Stats::dropped_backpressure`) instead of
+//! blocking when that would exceed `Config::max_buffer_bytes`. The reservation
+//! covers the event until it is committed, so the channel and the writer's
+//! pending list together never hold more than the bound. Control messages are
+//! not counted and never block.
 //!
-//! The thread blocks on `recv`, then drains everything already pending and
+//! The thread opens the database itself (the client's constructor does no
+//! SQLite I/O), then blocks on `recv`, drains everything already pending and
 //! commits it in one transaction (group commit): one fsync per group, so the
-//! cost per event falls as load rises. Control messages (barriers, opt-out)
-//! are processed in channel order, after committing the events before them.
+//! cost per event falls as load rises. A group is committed early once it
+//! holds a quarter of the byte bound, so a burst is written while it arrives.
 //!
-//! If a commit fails, the group is kept in memory and retried (a corrupt
-//! database is moved aside and recreated first); the error is logged and
-//! shown in `Stats::last_error`. The thread never panics.
+//! Storage errors never block the thread: a failed open or commit keeps the
+//! events in memory and is retried with a growing delay (up to
+//! [`MAX_RETRY_DELAY`]) while messages keep being received. A database that
+//! fails its integrity check is salvaged and replaced (see `queue`). At
+//! shutdown the writer tries for at most [`STOP_GIVE_UP`], then counts what it
+//! still holds in `Stats::dropped_shutdown`.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use crate::event::Built;
-use crate::queue::is_corruption;
+use crate::queue::{Numbering, Reset, Store, is_corruption};
 use crate::shared::{Shared, lock};
+use crate::state::Reservation;
 
-/// Capacity of the recording channel, in events. About 3-4 MB of memory at
-/// worst for typical 300-byte events, and more than a second of recording at
-/// full speed, which absorbs an fsync stall of a few hundred milliseconds.
-pub const CHANNEL_CAPACITY: usize = 10_000;
+/// Sequence numbers are reserved in the state file this many at a time, so
+/// the file is rewritten once per this many events, not per commit.
+const SEQ_BLOCK: u64 = 10_000;
 
 /// How long the writer keeps retrying a failing commit during shutdown
-/// before giving up on the events still in memory.
-const STOP_GIVE_UP: Duration = Duration::from_secs(5);
+/// before giving up on the events still in memory (counted).
+pub(crate) const STOP_GIVE_UP: Duration = Duration::from_secs(2);
+
+/// The longest pause between two attempts to open or write a failing
+/// database. Short enough that an app launched before the first unlock
+/// (iOS data protection) starts storing within seconds of the unlock.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// Test-only fault injection: the writer of this storage directory panics
+/// once, in its next commit (see the supervision test in `client`).
+#[cfg(test)]
+pub(crate) static PANIC_ONCE_IN: std::sync::Mutex<Option<std::path::PathBuf>> =
+    std::sync::Mutex::new(None);
 
 /// A message to the writer.
 pub(crate) enum Msg {
-    /// A recorded event.
+    /// A recorded event (its bytes are reserved in `buffered_bytes`).
     Event(Built),
-    /// Something changed (e.g. the identity); commit soon.
+    /// Something changed (identity, opt-out); look at the shared state.
     Wake,
     /// `flush()`: commit everything before this message, then start an upload,
     /// so the upload includes every event recorded before the call.
@@ -44,101 +62,426 @@ pub(crate) enum Msg {
     /// Reply with the id of the last committed event once everything before
     /// this message is durable.
     Barrier(SyncSender<i64>),
-    /// Opt in or out; opting out deletes everything queued. Replies when done.
-    SetEnabled(bool, SyncSender<()>),
     /// Commit what is pending and exit.
     Stop,
 }
 
+/// The writer's state between messages. It outlives a panic of [`run`]:
+/// the supervisor runs the loop again with the same state, so the events it
+/// held are committed after the restart, not lost.
+pub(crate) struct Writer<'a> {
+    shared: &'a Shared,
+    pending: Vec<Built>,
+    pending_bytes: u64,
+    /// Barriers waiting for a commit that failed.
+    barriers: Vec<SyncSender<i64>>,
+    /// A `flush()` waiting for a commit that failed.
+    flush_requested: bool,
+    /// While the storage fails: when to try again, and the delay after that.
+    retry: Option<(Instant, Duration)>,
+    /// The id of the last committed event (the barriers' answer).
+    last_id: i64,
+    /// The event sequence; `None` until read from the open database.
+    seq: Option<Sequence>,
+}
+
+/// The per-installation event sequence: every committed event gets the next
+/// number of its anonymous id's sequence, in commit order, so the numbers
+/// are gap-free (dropped events never get one) and a gap downstream means a
+/// lost event. `reset()` makes a new anonymous id, whose sequence starts at 1.
+#[derive(Debug, Clone, Default)]
+struct Sequence {
+    owner: Option<String>,
+    next: u64,
+}
+
+impl Sequence {
+    /// Where numbering resumes: after the last number stored in the
+    /// database; or, when the database lost it (replaced, deleted), after
+    /// everything reserved in the state file, so no number is given twice.
+    fn resume(stored: Option<(String, u64)>, reserved: &Reservation) -> Self {
+        match (stored, &reserved.owner) {
+            (Some((owner, next)), _) => Self {
+                owner: Some(owner),
+                next,
+            },
+            (None, Some(owner)) => Self {
+                owner: Some(owner.clone()),
+                next: reserved.up_to.saturating_add(1),
+            },
+            (None, None) => Self {
+                owner: None,
+                next: 1,
+            },
+        }
+    }
+
+    fn assign(&mut self, anonymous_id: &str) -> u64 {
+        if self.owner.as_deref() != Some(anonymous_id) {
+            self.owner = Some(anonymous_id.to_string());
+            self.next = 1;
+        }
+        let n = self.next;
+        self.next += 1;
+        n
+    }
+}
+
+impl<'a> Writer<'a> {
+    /// A writer with nothing pending; the database is opened by [`run`].
+    pub(crate) fn new(shared: &'a Shared) -> Self {
+        Self {
+            shared,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            barriers: Vec::new(),
+            flush_requested: false,
+            retry: None,
+            last_id: 0,
+            seq: None,
+        }
+    }
+}
+
 /// Runs the writer loop until `Stop` or until every sender is gone.
-pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, mut last_id: i64) {
-    let mut pending: Vec<Built> = Vec::new();
+pub(crate) fn run(w: &mut Writer<'_>, rx: &Receiver<Msg>) {
+    let shared = w.shared;
+    // After a panic, numbering resumes from what the database holds.
+    w.seq = None;
+    // Open the database now, not at the first event: uploads of what an
+    // earlier run left wait for it.
+    w.commit();
+    let early_commit_bytes = (shared.config.max_buffer_bytes / 4).max(1);
     loop {
-        let Ok(first) = rx.recv() else {
-            commit(&shared, &mut pending, &mut last_id, true);
-            return;
+        let first = match w.retry {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some((at, _)) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
         };
-        let mut next = Some(first);
+        let mut next = match first {
+            Ok(msg) => Some(msg),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return w.finish(rx),
+        };
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Event(built) => {
-                    // Re-check: an opt-out may have raced with the recording call.
-                    if shared.is_enabled() {
-                        pending.push(built);
+                    // Re-check: an opt-out may have raced with the recording
+                    // call, and the user may even have opted in again since.
+                    if shared.is_enabled()
+                        && built.consent_epoch == shared.opt_outs.load(Ordering::SeqCst)
+                    {
+                        w.pending_bytes += built.json.len() as u64;
+                        w.pending.push(built);
+                        if w.pending_bytes >= early_commit_bytes {
+                            w.commit();
+                        }
+                    } else {
+                        let c = &shared.counters;
+                        c.inc(&c.dropped_opt_out, 1);
+                        shared.release_buffer(1, built.json.len() as u64);
                     }
                 }
                 Msg::Wake => {}
                 Msg::Flush => {
-                    commit(&shared, &mut pending, &mut last_id, false);
-                    shared.signal(|s| s.drain = true);
+                    w.flush_requested = true;
+                    w.commit();
                 }
                 Msg::Barrier(reply) => {
-                    commit(&shared, &mut pending, &mut last_id, false);
-                    let _ = reply.send(last_id);
+                    w.barriers.push(reply);
+                    w.commit();
                 }
-                Msg::SetEnabled(enabled, reply) => {
-                    commit(&shared, &mut pending, &mut last_id, false);
-                    set_enabled(&shared, enabled);
-                    let _ = reply.send(());
-                }
-                Msg::Stop => {
-                    commit(&shared, &mut pending, &mut last_id, true);
-                    return;
-                }
+                Msg::Stop => return w.finish(rx),
+            }
+            if shared.purge_requested.load(Ordering::Acquire) {
+                w.purge();
             }
             next = rx.try_recv().ok();
         }
-        commit(&shared, &mut pending, &mut last_id, false);
+        if shared.purge_requested.load(Ordering::Acquire) {
+            w.purge();
+        }
+        w.commit();
     }
 }
 
-/// Commits `pending` (and the identity if it changed), retrying on errors.
-fn commit(shared: &Shared, pending: &mut Vec<Built>, last_id: &mut i64, stopping: bool) {
-    let started = Instant::now();
-    let mut delay = Shared::storage_retry_delay();
-    loop {
-        let identity_changed = shared.identity_dirty.swap(false, Ordering::AcqRel);
-        if pending.is_empty() && !identity_changed {
+impl Writer<'_> {
+    /// Commits what is pending unless a retry is not due yet. On success,
+    /// answers waiting barriers and flushes; on failure, schedules a retry.
+    fn commit(&mut self) {
+        if self.retry.is_some_and(|(at, _)| Instant::now() < at) {
             return;
         }
-        let identity = identity_changed.then(|| shared.identity());
+        match self.try_commit() {
+            Ok(()) => {
+                self.retry = None;
+                for reply in self.barriers.drain(..) {
+                    let _ = reply.send(self.last_id);
+                }
+                if std::mem::take(&mut self.flush_requested) {
+                    self.shared.signal(|s| s.drain = true);
+                }
+            }
+            Err(()) => {
+                let delay = self.retry.map_or(Shared::storage_retry_delay(), |(_, d)| {
+                    (d * 2).min(MAX_RETRY_DELAY)
+                });
+                self.retry = Some((Instant::now() + delay, delay));
+            }
+        }
+    }
+
+    /// One attempt: open the database if needed, then insert the group (and
+    /// the identity if it changed). Errors are reported here.
+    fn try_commit(&mut self) -> Result<(), ()> {
+        let shared = self.shared;
+        self.ensure_open()?;
+        // A corrupt database is replaced once per attempt, then written again.
+        for _ in 0..2 {
+            let identity_changed = shared.identity_dirty.swap(false, Ordering::AcqRel);
+            if self.pending.is_empty() && !identity_changed {
+                return Ok(());
+            }
+            let identity = identity_changed.then(|| shared.identity());
+            let mut store = lock(&shared.store);
+            #[cfg(test)]
+            {
+                let mut target = lock(&PANIC_ONCE_IN);
+                if target.as_deref() == Some(store.dir()) && !self.pending.is_empty() {
+                    *target = None;
+                    drop(target);
+                    drop(store);
+                    panic!("injected by a test");
+                }
+            }
+            let numbering = self.number(&store);
+            match store.insert_group(&self.pending, numbering.as_ref(), identity.as_deref()) {
+                Ok(last) => {
+                    if let Some(last) = last {
+                        self.last_id = last;
+                    }
+                    // Released while the store lock is held, with the queued
+                    // count going up: the events move from one figure to the other.
+                    shared.release_buffer(self.pending.len() as u64, self.pending_bytes);
+                    self.pending.clear();
+                    self.pending_bytes = 0;
+                    let evicted = store.evict_over_cap(shared.config.max_queue_bytes);
+                    if let Ok(n) = evicted {
+                        shared.counters.inc(&shared.counters.dropped_byte_cap, n);
+                    }
+                    drop(store);
+                    // The state file is where the identity is authoritative (the
+                    // copy in `meta` is a fallback should the file be lost).
+                    if identity_changed && let Err(e) = shared.persist_state() {
+                        shared.identity_dirty.store(true, Ordering::Release);
+                        shared.storage_error("storing the identity", &e);
+                    }
+                    after_commit(shared, evicted);
+                    return Ok(());
+                }
+                Err(e) => {
+                    if identity_changed {
+                        shared.identity_dirty.store(true, Ordering::Release);
+                    }
+                    // The numbers were not stored: resume from what the
+                    // database holds (or the reservation, if it was replaced).
+                    self.seq = None;
+                    let recovered = is_corruption(&e).then(|| store.recover());
+                    drop(store);
+                    shared.storage_error("committing recorded events", &e);
+                    match recovered {
+                        Some(recovered) => log_recovery(shared, recovered),
+                        None => return Err(()),
+                    }
+                }
+            }
+        }
+        Err(())
+    }
+
+    /// Numbers the pending events (see [`Sequence`]), reserving numbers in
+    /// the state file first when the reservation is used up.
+    fn number(&mut self, store: &Store) -> Option<Numbering> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let shared = self.shared;
+        let seq = self.seq.get_or_insert_with(|| {
+            let stored = store.sequence().unwrap_or_else(|e| {
+                shared.storage_error("reading the event sequence", &e);
+                None
+            });
+            Sequence::resume(stored, &lock(&shared.reservation))
+        });
+        let seqs: Vec<u64> = self
+            .pending
+            .iter()
+            .map(|b| seq.assign(&b.identity.anonymous_id))
+            .collect();
+        let used = seq.next - 1;
+        let mut reservation = lock(&shared.reservation);
+        if reservation.owner != seq.owner || reservation.up_to < used {
+            *reservation = Reservation {
+                owner: seq.owner.clone(),
+                up_to: used + SEQ_BLOCK,
+            };
+            drop(reservation);
+            // Before the numbers are stored with their events.
+            if let Err(e) = shared.persist_state() {
+                shared.storage_error("reserving event sequence numbers", &e);
+            }
+        }
+        Some(Numbering {
+            seqs,
+            owner: seq.owner.clone().unwrap_or_default(),
+            next: seq.next,
+        })
+    }
+
+    /// Opens the database if it is not open yet, and reports the outcome.
+    fn ensure_open(&mut self) -> Result<(), ()> {
+        let shared = self.shared;
         let mut store = lock(&shared.store);
-        let result = store.insert_group(pending, identity.as_deref());
+        if store.is_open() {
+            return Ok(());
+        }
+        let result = store.open_file();
+        let restored = store.counters.queued_events();
+        if result.is_ok() {
+            // A flush covers what earlier runs left too.
+            self.last_id = self.last_id.max(store.last_id());
+        }
+        drop(store);
         match result {
-            Ok(last) => {
-                if let Some(last) = last {
-                    *last_id = last;
+            Ok(reset) => {
+                let c = &shared.counters;
+                c.inc(&c.restored, restored);
+                if let Some(reset) = reset {
+                    log_recovery(shared, Ok(reset));
                 }
-                pending.clear();
-                let evicted = store.evict_over_cap(shared.config.max_queue_bytes);
-                if let Ok(n) = evicted {
-                    shared.counters.inc(&shared.counters.dropped_byte_cap, n);
+                shared.log.debug("queue database open");
+                if restored > 0 {
+                    shared
+                        .log
+                        .info(format!("{restored} events pending from an earlier run"));
                 }
-                drop(store);
-                after_commit(shared, evicted);
-                return;
+                // Deliver whatever a previous run left, now that it is readable.
+                shared.signal(|s| {
+                    s.ready = true;
+                    if restored > 0 {
+                        s.drain = true;
+                    }
+                });
+                Ok(())
+            }
+            Err(why) => {
+                shared.storage_error(
+                    "opening the queue database (retrying; events wait in memory)",
+                    &why,
+                );
+                Err(())
+            }
+        }
+    }
+
+    /// Shutdown: takes in what recording calls racing the shutdown still
+    /// sent, commits for at most [`STOP_GIVE_UP`], and counts what could not
+    /// be stored in `Stats::dropped_shutdown`.
+    fn finish(&mut self, rx: &Receiver<Msg>) {
+        let shared = self.shared;
+        let started = Instant::now();
+        // Recording calls that passed the shut-down check before it was set
+        // are about to send; once none is in progress, every later call sees
+        // the flag and refuses (see `Shared::recording`).
+        while shared.recording.load(Ordering::SeqCst) > 0 && started.elapsed() < STOP_GIVE_UP {
+            std::thread::yield_now();
+        }
+        let drain = |w: &mut Self| {
+            while let Ok(msg) = rx.try_recv() {
+                if let Msg::Event(built) = msg {
+                    if built.consent_epoch == shared.opt_outs.load(Ordering::SeqCst) {
+                        w.pending_bytes += built.json.len() as u64;
+                        w.pending.push(built);
+                    } else {
+                        let c = &shared.counters;
+                        c.inc(&c.dropped_opt_out, 1);
+                        shared.release_buffer(1, built.json.len() as u64);
+                    }
+                }
+            }
+        };
+        drain(self);
+        if shared.purge_requested.load(Ordering::Acquire) {
+            self.purge();
+        }
+        self.retry = None;
+        loop {
+            self.commit();
+            if self.retry.is_none() {
+                break;
+            }
+            let left = STOP_GIVE_UP.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                let n = self.pending.len() as u64;
+                let c = &shared.counters;
+                c.inc(&c.dropped_shutdown, n);
+                shared.release_buffer(n, self.pending_bytes);
+                self.pending.clear();
+                shared.log.error(format!(
+                    "gave up on {n} events that could not be stored before shutdown (counted in dropped_shutdown)"
+                ));
+                break;
+            }
+            if let Some((at, _)) = self.retry {
+                std::thread::sleep(at.saturating_duration_since(Instant::now()).min(left));
+            }
+        }
+    }
+
+    /// Opting out: drops what is in memory and deletes everything queued and
+    /// every corrupt copy, all counted in `Stats::dropped_opt_out`. A storage
+    /// error leaves the request set, so a later message retries it.
+    fn purge(&mut self) {
+        let shared = self.shared;
+        shared.purge_requested.store(false, Ordering::Release);
+        let c = &shared.counters;
+        let n = self.pending.len() as u64;
+        c.inc(&c.dropped_opt_out, n);
+        shared.release_buffer(n, self.pending_bytes);
+        self.pending.clear();
+        self.pending_bytes = 0;
+        let mut store = lock(&shared.store);
+        // Corrupt copies hold the user's data too; they go even if the
+        // database itself cannot be opened right now.
+        let left = crate::queue::remove_corrupt_copies(store.dir());
+        let result = if store.is_open() {
+            store.purge()
+        } else {
+            Err(rusqlite::Error::InvalidQuery)
+        };
+        if let Ok(deleted) = result {
+            // Counted under the store lock, like every other removal.
+            c.inc(&c.dropped_opt_out, deleted);
+        }
+        drop(store);
+        if left > 0 {
+            shared.log.warn(format!(
+                "opting out could not delete {left} corrupt database copies"
+            ));
+        }
+        match result {
+            Ok(deleted) => {
+                c.set_in_flight(None);
+                shared.log.info(format!(
+                    "recording disabled: deleted {deleted} queued events"
+                ));
             }
             Err(e) => {
-                if identity_changed {
-                    shared.identity_dirty.store(true, Ordering::Release);
+                shared.storage_error("deleting the data of an opted-out user (will retry)", &e);
+                shared.purge_requested.store(true, Ordering::Release);
+                if self.retry.is_none() {
+                    let delay = Shared::storage_retry_delay();
+                    self.retry = Some((Instant::now() + delay, delay));
                 }
-                let recovered = is_corruption(&e).then(|| store.recover());
-                drop(store);
-                shared.storage_error("committing recorded events", &e);
-                if let Some(recovered) = recovered {
-                    log_recovery(shared, recovered);
-                    continue;
-                }
-                if stopping && started.elapsed() > STOP_GIVE_UP {
-                    shared.log.error(format!(
-                        "giving up on {} events that could not be stored before shutdown",
-                        pending.len()
-                    ));
-                    pending.clear();
-                    return;
-                }
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -167,38 +510,25 @@ fn after_commit(shared: &Shared, evicted: rusqlite::Result<u64>) {
     }
 }
 
-/// Logs the outcome of moving a corrupt database aside.
-pub(crate) fn log_recovery(shared: &Shared, recovered: Result<std::path::PathBuf, String>) {
+/// Logs the outcome of replacing a corrupt database.
+pub(crate) fn log_recovery(shared: &Shared, recovered: Result<Reset, String>) {
     match recovered {
-        Ok(moved) => shared.log.warn(format!(
-            "the queue database was corrupt; moved it to {} and started a fresh one",
-            moved.display()
-        )),
-        Err(e) => shared.storage_error("recreating a corrupt database", &e),
-    }
-}
-
-fn set_enabled(shared: &Shared, enabled: bool) {
-    let mut delay = Shared::storage_retry_delay();
-    for _ in 0..5 {
-        let result = lock(&shared.store).purge_and_set_enabled(enabled);
-        match result {
-            Ok(deleted) => {
-                if enabled {
-                    shared.log.info("recording enabled");
-                } else {
-                    shared.counters.set_in_flight(None);
-                    shared.log.info(format!(
-                        "recording disabled: deleted {deleted} queued events"
-                    ));
-                }
-                return;
-            }
-            Err(e) => {
-                shared.storage_error("storing the opt-out choice", &e);
-                std::thread::sleep(delay);
-                delay *= 2;
-            }
+        Ok(reset) => {
+            let lost = match reset.lost {
+                Some(n) => format!(
+                    "{n} events could not be read and are lost (counted in dropped_corrupt)"
+                ),
+                None => "an unknown number of events could not be read".into(),
+            };
+            let message = format!(
+                "the queue database was corrupt ({}); moved it to {}, requeued {} readable events in a fresh one; {lost}",
+                reset.why,
+                reset.moved.display(),
+                reset.salvaged
+            );
+            shared.counters.set_last_error(message.clone());
+            shared.log.warn(message);
         }
+        Err(e) => shared.storage_error("replacing a corrupt database", &e),
     }
 }

@@ -99,6 +99,16 @@ fn invalid_config_names_the_field() {
         ("connect_timeout_ms", |c| c.connect_timeout_ms = 0),
         ("request_timeout_ms", |c| c.request_timeout_ms = 0),
         ("library_name", |c| c.library_name = String::new()),
+        // u64 values that would overflow as i64 milliseconds or bytes.
+        ("max_event_age_ms", |c| c.max_event_age_ms = u64::MAX),
+        ("flush_interval_ms", |c| c.flush_interval_ms = u64::MAX),
+        ("retry_max_delay_ms", |c| c.retry_max_delay_ms = 1 << 63),
+        ("request_timeout_ms", |c| c.request_timeout_ms = u64::MAX),
+        ("connect_timeout_ms", |c| c.connect_timeout_ms = u64::MAX),
+        ("max_queue_bytes", |c| c.max_queue_bytes = u64::MAX),
+        ("max_buffer_bytes", |c| {
+            c.max_buffer_bytes = c.max_event_bytes - 1
+        }),
     ];
     for (field, mutate) in cases {
         let mut cfg = base();
@@ -115,6 +125,9 @@ fn invalid_config_names_the_field() {
         }
     }
     assert!(base().validate().is_ok(), "the defaults are valid");
+    let mut never = base();
+    never.max_event_age_ms = Config::MAX_DURATION_MS;
+    assert!(never.validate().is_ok(), "the maximum means never");
 }
 
 #[test]
@@ -143,6 +156,16 @@ fn a_shut_down_client_refuses_to_record() {
         client.identify("u".into(), String::new()),
         Err(TributaryError::ShutDown)
     ));
+    assert!(matches!(
+        client.page("P".into(), String::new()),
+        Err(TributaryError::ShutDown)
+    ));
+    // Refused after shutdown, yet counted: recorded = delivered + dropped.
+    let s = client.stats();
+    assert_eq!(
+        (s.recorded_events, s.uploaded_events, s.dropped_shutdown),
+        (4, 1, 3)
+    );
     // A second shutdown is harmless.
     client.shutdown(100);
 }

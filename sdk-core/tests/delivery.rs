@@ -177,10 +177,11 @@ fn event_types_identity_reset_and_context() {
     assert_ne!(anon1, anon2, "reset() starts a new anonymous id");
     client.track("After Reset".into(), props(5, 0)).unwrap();
     client.track("No Properties".into(), String::new()).unwrap();
+    client.page("Help".into(), props(8, 0)).unwrap();
     assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
 
     let events: Vec<Value> = server.accepted_events();
-    assert_eq!(events.len(), 7, "{events:#?}");
+    assert_eq!(events.len(), 8, "{events:#?}");
     let identify = &events[0];
     assert_eq!(identify["type"], "identify");
     assert_eq!(identify["userId"], "user-1");
@@ -213,6 +214,10 @@ fn event_types_identity_reset_and_context() {
     assert_eq!(after["anonymousId"].as_str(), Some(anon2.as_str()));
     assert!(after.get("userId").is_none_or(Value::is_null), "{after}");
     assert_eq!(events[6]["event"], "No Properties");
+    let page = &events[7];
+    assert_eq!(page["type"], "page");
+    assert_eq!(page["name"], "Help");
+    assert_eq!(page["properties"]["seq"], 8);
 }
 
 #[test]
@@ -788,4 +793,148 @@ fn flush_blocking_times_out_while_the_server_hangs_and_data_stays_queued() {
     );
     assert_eq!(client.stats().queued_events, 4);
     assert_eq!(server.request_count(), 1, "still one request in flight");
+}
+
+// --- Answers that are not what they seem -------------------------------------
+
+#[test]
+fn a_redirect_is_a_failed_attempt_and_is_never_followed() {
+    let server = TestServer::start();
+    server.push([Reply::Raw {
+        status: 302,
+        headers: vec![("location".into(), format!("{}/elsewhere", server.url()))],
+        body: String::new(),
+    }]);
+    let dir = temp_dir();
+    let logger = Arc::new(MemoryLogger::default());
+    let client = Client::new(test_config(&server.url(), dir.path()), Some(logger.clone())).unwrap();
+    client.track("E".into(), props(0, 0)).unwrap();
+    assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
+    let reqs = server.requests();
+    assert!(
+        reqs.iter()
+            .all(|r| r.method == "POST" && r.path == "/v1/batch"),
+        "{:?}",
+        summarize(&reqs)
+    );
+    assert_eq!(reqs.len(), 2, "{:?}", summarize(&reqs));
+    assert_eq!(reqs[0].key(), reqs[1].key(), "retried as the same batch");
+    assert_eq!(client.stats().retries, 1);
+    assert!(
+        logger
+            .all()
+            .iter()
+            .any(|(_, m)| m.contains("302") && m.contains("not followed")),
+        "{:#?}",
+        logger.all()
+    );
+}
+
+#[test]
+fn a_2xx_that_is_not_json_does_not_delete_the_batch() {
+    let server = TestServer::start();
+    server.push([Reply::Raw {
+        status: 200,
+        headers: vec![("content-type".into(), "text/html".into())],
+        body: "<html><body>Log in to the hotel Wi-Fi</body></html>".into(),
+    }]);
+    let dir = temp_dir();
+    let client = Client::new(test_config(&server.url(), dir.path()), None).unwrap();
+    client.track("E".into(), props(0, 0)).unwrap();
+    assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "{:?}", summarize(&reqs));
+    assert_eq!(reqs[0].key(), reqs[1].key());
+    let s = client.stats();
+    assert_eq!((s.uploaded_events, s.retries), (1, 1), "{s:?}");
+}
+
+#[test]
+fn segment_success_answer_and_an_empty_2xx_are_acknowledgements() {
+    let server = TestServer::start();
+    server.push([
+        Reply::Raw {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: r#"{"success":true}"#.into(),
+        },
+        Reply::Raw {
+            status: 204,
+            headers: vec![],
+            body: String::new(),
+        },
+    ]);
+    let dir = temp_dir();
+    let client = Client::new(test_config(&server.url(), dir.path()), None).unwrap();
+    client.track("E".into(), props(0, 0)).unwrap();
+    assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
+    client.track("E".into(), props(1, 0)).unwrap();
+    assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
+    assert_eq!(server.request_count(), 2);
+    let s = client.stats();
+    assert_eq!((s.uploaded_events, s.retries), (2, 0), "{s:?}");
+}
+
+#[test]
+fn a_400_rejecting_only_indices_outside_the_batch_backs_off_and_resends_the_same_batch() {
+    let server = TestServer::start();
+    server.push([Reply::Rejections {
+        status: 400,
+        rejected: vec![(7, "no such event".into()), (99, "nor this".into())],
+    }]);
+    let dir = temp_dir();
+    let client = Client::new(test_config(&server.url(), dir.path()), None).unwrap();
+    for i in 0..3 {
+        client.track("E".into(), props(i, 0)).unwrap();
+    }
+    assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "{:?}", summarize(&reqs));
+    assert_eq!(reqs[0].key(), reqs[1].key(), "a retry, not a new batch");
+    assert_eq!(reqs[1].seqs(), vec![0, 1, 2]);
+    let s = client.stats();
+    assert_eq!(
+        (s.retries, s.dropped_rejected, s.uploaded_events),
+        (1, 0, 3),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn coming_back_online_retries_at_once_but_honours_retry_after() {
+    // Own backoff: a retry delay drawn from [0, 10 min] is cut short.
+    let server = TestServer::start();
+    server.push([Reply::Status(503)]);
+    let dir = temp_dir();
+    let mut cfg = test_config(&server.url(), dir.path());
+    cfg.retry_base_delay_ms = 600_000;
+    cfg.retry_max_delay_ms = 600_000;
+    let client = Client::new(cfg.clone(), None).unwrap();
+    client.track("E".into(), props(0, 0)).unwrap();
+    client.flush();
+    assert!(poll(Duration::from_secs(10), || client.stats().retries == 1));
+    client.set_network_available(false);
+    client.set_network_available(true);
+    assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
+    assert_eq!(server.request_count(), 2);
+    drop(client);
+
+    // A wait the server asked for is not cut short.
+    let server = TestServer::start();
+    server.push([Reply::RetryAfter {
+        status: 503,
+        value: "3600".into(),
+    }]);
+    let dir = temp_dir();
+    let client = Client::new(test_config(&server.url(), dir.path()), None).unwrap();
+    client.track("E".into(), props(0, 0)).unwrap();
+    client.flush();
+    assert!(poll(Duration::from_secs(10), || client.stats().retries == 1));
+    client.set_network_available(false);
+    client.set_network_available(true);
+    assert!(matches!(
+        client.flush_blocking(300),
+        FlushResult::TimedOut { pending: 1 }
+    ));
+    assert_eq!(server.request_count(), 1);
 }

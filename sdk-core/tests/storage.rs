@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -447,6 +447,72 @@ fn opting_out_survives_a_restart() {
     assert_eq!(server.accepted_seqs(), vec![1]);
 }
 
+/// Overwrites the queue database (and drops its WAL) with garbage.
+fn corrupt_the_database(dir: &Path) {
+    let garbage: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join(DB_FILE), garbage).unwrap();
+    for side in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("{DB_FILE}{side}")));
+    }
+}
+
+fn corrupt_copies_in(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".corrupt-"))
+        .collect()
+}
+
+#[test]
+fn opt_out_and_identity_survive_a_corrupt_database() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let cfg = test_config(&server.url(), dir.path());
+    let c1 = Client::new(cfg.clone(), None).unwrap();
+    c1.identify("u-1".into(), String::new()).unwrap();
+    let anonymous_id = c1.anonymous_id();
+    c1.set_enabled(false);
+    c1.shutdown(1_000);
+    drop(c1);
+
+    corrupt_the_database(dir.path());
+    let c2 = reopen(&cfg, None);
+    assert!(c2.await_ready(10_000));
+    assert_eq!(c2.stats().database_resets, 1, "the database was replaced");
+    assert_eq!(c2.anonymous_id(), anonymous_id);
+    assert_eq!(c2.user_id().as_deref(), Some("u-1"));
+    c2.track("E".into(), props(0, 0)).unwrap();
+    assert_eq!(
+        c2.flush_blocking(5_000),
+        FlushResult::Disabled,
+        "a replaced database must not re-enable tracking"
+    );
+    assert_eq!(c2.stats().queued_events, 0);
+    assert_eq!(server.request_count(), 0);
+}
+
+#[test]
+fn opting_out_deletes_the_corrupt_copies() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let cfg = test_config(&server.url(), dir.path());
+    corrupt_the_database(dir.path());
+    let client = Client::new(cfg, None).unwrap();
+    assert!(client.await_ready(10_000));
+    assert!(
+        !corrupt_copies_in(dir.path()).is_empty(),
+        "kept for diagnosis"
+    );
+    client.set_enabled(false);
+    assert!(
+        poll(WAIT, || corrupt_copies_in(dir.path()).is_empty()),
+        "{:?}",
+        corrupt_copies_in(dir.path())
+    );
+}
+
 #[test]
 fn unauthorized_data_is_delivered_after_a_restart() {
     let server = TestServer::start();
@@ -491,4 +557,106 @@ fn backpressure_drops_are_counted_exactly() {
         "every event is either queued or counted as dropped: {s:?}"
     );
     assert_eq!(s.queued_events, pending);
+}
+
+/// `(anonymousId, sequence)` of every accepted event, in arrival order.
+fn sequences(server: &TestServer) -> Vec<(String, u64)> {
+    server
+        .accepted_events()
+        .iter()
+        .map(|e| {
+            (
+                e["anonymousId"].as_str().unwrap().to_string(),
+                e["sequence"].as_u64().expect("every event has a sequence"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_event_carries_a_gap_free_sequence_kept_across_restarts_and_restarted_by_reset() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let mut cfg = test_config(&server.url(), dir.path());
+    cfg.max_event_bytes = 1_000;
+    let c1 = Client::new(cfg.clone(), None).unwrap();
+    let first = c1.anonymous_id();
+    c1.set_network_available(false);
+    c1.track("E".into(), props(0, 0)).unwrap();
+    // Refused events take no number: the sequence stays gap-free.
+    let _ = c1.track("Big".into(), props(99, 2_000));
+    c1.identify("u-1".into(), String::new()).unwrap();
+    c1.screen("S".into(), String::new()).unwrap();
+    c1.shutdown(5_000);
+    drop(c1);
+
+    let c2 = reopen(&cfg, None);
+    c2.track("E".into(), props(1, 0)).unwrap();
+    assert_eq!(c2.flush_blocking(10_000), FlushResult::Delivered);
+    c2.reset();
+    let second = c2.anonymous_id();
+    c2.track("E".into(), props(2, 0)).unwrap();
+    c2.group("g".into(), String::new()).unwrap();
+    assert_eq!(c2.flush_blocking(10_000), FlushResult::Delivered);
+    assert_eq!(
+        sequences(&server),
+        vec![
+            (first.clone(), 1),
+            (first.clone(), 2),
+            (first.clone(), 3),
+            (first, 4),
+            (second.clone(), 1),
+            (second, 2),
+        ]
+    );
+}
+
+#[test]
+fn sequence_numbers_are_never_given_twice_when_the_database_is_lost() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let cfg = test_config(&server.url(), dir.path());
+    let c1 = Client::new(cfg.clone(), None).unwrap();
+    c1.set_network_available(false);
+    for i in 0..3 {
+        c1.track("E".into(), props(i, 0)).unwrap();
+    }
+    c1.shutdown(5_000);
+    drop(c1);
+    for file in [
+        DB_FILE,
+        &format!("{DB_FILE}-wal"),
+        &format!("{DB_FILE}-shm"),
+    ] {
+        let _ = std::fs::remove_file(dir.path().join(file));
+    }
+    let c2 = reopen(&cfg, None);
+    c2.track("E".into(), props(3, 0)).unwrap();
+    assert_eq!(c2.flush_blocking(10_000), FlushResult::Delivered);
+    let seqs = sequences(&server);
+    assert_eq!(seqs.len(), 1);
+    assert!(
+        seqs[0].1 > 3,
+        "numbers 1-3 were given to the lost events: {seqs:?}"
+    );
+}
+
+#[test]
+fn events_recorded_before_an_opt_out_are_never_sent_even_after_a_quick_opt_in() {
+    for round in 0..20 {
+        let server = TestServer::start();
+        let dir = temp_dir();
+        let client = Client::new(test_config(&server.url(), dir.path()), None).unwrap();
+        for i in 0..50 {
+            client.track("Before".into(), props(i, 0)).unwrap();
+        }
+        client.set_enabled(false);
+        client.set_enabled(true);
+        client.track("After".into(), props(1_000, 0)).unwrap();
+        assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
+        assert_eq!(server.accepted_seqs(), vec![1_000], "round {round}");
+        let s = client.stats();
+        assert_eq!(s.dropped_opt_out, 50, "round {round}: {s:?}");
+        assert_accounted(&s);
+    }
 }

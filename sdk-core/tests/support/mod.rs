@@ -50,6 +50,15 @@ pub enum Reply {
         /// Header value: seconds or an HTTP date.
         value: String,
     },
+    /// This status, these headers and this body verbatim.
+    Raw {
+        /// HTTP status to answer with.
+        status: u16,
+        /// Extra headers (name, value).
+        headers: Vec<(String, String)>,
+        /// The body text.
+        body: String,
+    },
     /// Drop the connection without writing any answer.
     Close,
     /// Never answer (until the client gives up or the server is dropped).
@@ -384,7 +393,7 @@ async fn answer(reply: Reply, batch_len: usize) -> Result<Response<Full<Bytes>>,
                 .collect();
             json(
                 status,
-                serde_json::json!({ "accepted": batch_len - rejected.len(), "rejected": list }),
+                serde_json::json!({ "accepted": batch_len.saturating_sub(rejected.len()), "rejected": list }),
             )
         }
         Reply::RetryAfter { status, value } => {
@@ -392,6 +401,17 @@ async fn answer(reply: Reply, batch_len: usize) -> Result<Response<Full<Bytes>>,
             resp.headers_mut()
                 .insert("retry-after", value.parse().unwrap());
             resp
+        }
+        Reply::Raw {
+            status,
+            headers,
+            body,
+        } => {
+            let mut builder = Response::builder().status(status);
+            for (name, value) in headers {
+                builder = builder.header(name, value);
+            }
+            builder.body(Full::new(Bytes::from(body))).unwrap()
         }
         Reply::Close => return Err(std::io::Error::other("scripted close")),
         Reply::Hang => {
@@ -537,4 +557,32 @@ pub fn any_file_contains(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
 /// Normalizes a `Duration` in ms for messages.
 pub fn ms(d: Duration) -> u128 {
     d.as_millis()
+}
+
+/// The sum of every figure an event can end up in, against where they come
+/// from: `restored + recorded = uploaded + queued + buffered + drops`.
+/// Returns `(sources, destinations)`.
+pub fn accounting(s: &tributary::Stats) -> (u64, u64) {
+    let sources = s.restored_events + s.recorded_events;
+    let destinations = s.uploaded_events
+        + s.queued_events
+        + s.buffered_events
+        + s.dropped_age
+        + s.dropped_byte_cap
+        + s.dropped_rejected
+        + s.dropped_too_large
+        + s.dropped_backpressure
+        + s.dropped_shutdown
+        + s.dropped_opt_out
+        + s.dropped_corrupt;
+    (sources, destinations)
+}
+
+/// Asserts that every event is accounted for (see [`accounting`]).
+pub fn assert_accounted(s: &tributary::Stats) {
+    let (sources, destinations) = accounting(s);
+    assert_eq!(
+        sources, destinations,
+        "restored + recorded != uploaded + queued + buffered + drops: {s:#?}"
+    );
 }

@@ -2,51 +2,65 @@ import Foundation
 
 /// Turns `[String: Any]` properties into the JSON object text the core expects.
 ///
-/// JSONSerialization raises an Objective-C exception (a crash) for values it cannot
-/// encode, so every value is checked first and a bad one becomes a thrown
-/// ``TributaryError/InvalidJson(message:)`` naming its path, e.g. `properties.items[2]`.
+/// It never throws and never lets JSONSerialization raise its Objective-C exception
+/// (a crash): analytics must not crash the app, so a value JSON cannot hold is converted
+/// by these rules:
+/// - `nil` (an `Optional` holding none) becomes `null`;
+/// - `Date` becomes an ISO 8601 string, `URL` its absolute string;
+/// - NaN and the infinities (JSON has none) become `null`;
+/// - a dictionary key that is not a `String` becomes its `String(describing:)`;
+/// - any other value JSON cannot hold (a struct, `Data`, ...) becomes its
+///   `String(describing:)` as a JSON string;
+/// - a value nested deeper than ``maxDepth`` becomes `null`.
 enum JSONProperties {
+    /// Deepest nesting written; deeper values become `null`.
+    static let maxDepth = 64
+
     /// The JSON text for `object`, or `""` when it is empty (the core's "no properties").
-    static func encode(_ object: [String: Any], argument: String) throws -> String {
+    static func encode(_ object: [String: Any]) -> String {
         if object.isEmpty { return "" }
-        let normalized = try normalize(object, path: argument)
-        guard JSONSerialization.isValidJSONObject(normalized) else {
-            throw invalid(argument, "is not a JSON object")
-        }
-        let data = try JSONSerialization.data(withJSONObject: normalized, options: [.withoutEscapingSlashes])
+        let normalized = normalize(object, depth: 0)
+        // Cannot fail after normalize (only JSON types remain); checked anyway, because
+        // JSONSerialization crashes instead of throwing on a value it cannot encode.
+        guard JSONSerialization.isValidJSONObject(normalized),
+              let data = try? JSONSerialization.data(withJSONObject: normalized, options: [.withoutEscapingSlashes])
+        else { return "" }
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// A copy of `value` that JSONSerialization accepts: `nil` becomes `NSNull`, `Date`
-    /// an ISO 8601 string, `URL` its absolute string; containers are walked recursively.
-    private static func normalize(_ value: Any, path: String) throws -> Any {
+    /// A copy of `value` that JSONSerialization accepts, by the rules above.
+    private static func normalize(_ value: Any, depth: Int) -> Any {
+        if depth > maxDepth { return NSNull() }
         if let unwrapped = unwrapOptional(value) {
             guard let inner = unwrapped.value else { return NSNull() }
-            return try normalize(inner, path: path)
+            return normalize(inner, depth: depth)
         }
         switch value {
         case let dictionary as [String: Any]:
             var out = [String: Any](minimumCapacity: dictionary.count)
             for (key, element) in dictionary {
-                out[key] = try normalize(element, path: "\(path).\(key)")
+                out[key] = normalize(element, depth: depth + 1)
             }
             return out
-        case is [AnyHashable: Any]:
-            throw invalid(path, "is a dictionary whose keys are not all strings; JSON object keys must be String")
-        case let array as [Any]:
-            return try array.enumerated().map { index, element in
-                try normalize(element, path: "\(path)[\(index)]")
+        case let dictionary as [AnyHashable: Any]:
+            var out = [String: Any](minimumCapacity: dictionary.count)
+            for (key, element) in dictionary {
+                out[String(describing: key.base)] = normalize(element, depth: depth + 1)
             }
+            return out
+        case let array as [Any]:
+            return array.map { normalize($0, depth: depth + 1) }
         case let date as Date:
             return date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
         case let url as URL:
             return url.absoluteString
+        case let number as Double where !number.isFinite:
+            return NSNull()
+        case let number as Float where !number.isFinite:
+            return NSNull()
         default:
             // A scalar: let JSONSerialization itself judge it, without risking its exception.
-            guard JSONSerialization.isValidJSONObject([value]) else {
-                throw invalid(path, "has type \(type(of: value)) (\(String(describing: value).prefix(40))), which is not JSON")
-            }
-            return value
+            return JSONSerialization.isValidJSONObject([value]) ? value : String(describing: value)
         }
     }
 
@@ -55,10 +69,5 @@ enum JSONProperties {
         let mirror = Mirror(reflecting: value)
         guard mirror.displayStyle == .optional else { return nil }
         return (mirror.children.first?.value, ())
-    }
-
-    private static func invalid(_ path: String, _ problem: String) -> TributaryError {
-        .InvalidJson(message: "invalid JSON in \(path): the value \(problem); use String, Bool, Int, finite Double, "
-            + "Date, URL, nil/NSNull, arrays and [String: Any] dictionaries")
     }
 }

@@ -13,7 +13,7 @@ import Foundation
 ///     writeKey: "WRITE_KEY",
 ///     storageDirectory: Tributary.defaultStorageDirectory()
 /// )
-/// try tributary.track("Signed Up", properties: ["plan": "pro"])
+/// tributary.track("Signed Up", properties: ["plan": "pro"])
 /// ```
 ///
 /// All methods are safe to call from any thread. Errors are ``TributaryError`` values
@@ -22,6 +22,8 @@ public final class Tributary: Sendable {
     /// The generated UniFFI object; `Client` is `@unchecked Sendable` because the
     /// Rust object behind it is `Send + Sync`.
     private let client: Client
+    /// The logger given to ``init(config:logger:)``, for errors this layer itself reports.
+    private let logger: (any Logger)?
 
     /// The `library_name` this layer reports in `context.library.name`.
     public static let libraryName = "tributary-swift"
@@ -42,6 +44,7 @@ public final class Tributary: Sendable {
     ///   (for example because another client holds it).
     public init(config: Config, logger: (any Logger)? = SystemLogger()) throws {
         client = try Client(config: config, logger: logger)
+        self.logger = logger
     }
 
     /// Opens a client with every default setting.
@@ -84,40 +87,72 @@ public final class Tributary: Sendable {
 
     // MARK: Recording
 
-    /// Records a `track` event.
+    /// Records a `track` event. It never throws and never crashes: analytics must not
+    /// interrupt the app.
     ///
     /// - Parameter properties: JSON-compatible values: `String`, `Bool`, integers,
-    ///   finite floating-point numbers, `NSNull` or `nil`, arrays and `[String: Any]`
+    ///   floating-point numbers, `NSNull` or `nil`, arrays and `[String: Any]`
     ///   dictionaries, nested freely. `Date` becomes an ISO 8601 string and `URL` its
-    ///   absolute string.
-    /// - Throws: ``TributaryError/InvalidJson(message:)`` naming the first value that is
-    ///   not JSON, ``TributaryError/EventTooLarge(message:)`` past `maxEventBytes`, or
-    ///   ``TributaryError/ShutDown(message:)`` after ``shutdown(timeout:)``.
-    public func track(_ name: String, properties: [String: Any] = [:]) throws {
-        try client.track(name: name, propertiesJson: JSONProperties.encode(properties, argument: "properties"))
+    ///   absolute string; NaN and infinities become `null`, and any other value its
+    ///   `String(describing:)` (see `JSONProperties`).
+    ///
+    /// An event the core refuses (larger than `maxEventBytes`, or recorded after
+    /// ``shutdown(timeout:)``) is dropped, logged and counted in ``stats``.
+    public func track(_ name: String, properties: [String: Any] = [:]) {
+        record("track") { try client.track(name: name, propertiesJson: JSONProperties.encode(properties)) }
     }
 
-    /// Records an `identify` event and remembers `userId` for later events.
-    public func identify(_ userId: String, traits: [String: Any] = [:]) throws {
-        try client.identify(userId: userId, traitsJson: JSONProperties.encode(traits, argument: "traits"))
+    /// Records an `identify` event and remembers `userId` for later events. Never throws.
+    public func identify(_ userId: String, traits: [String: Any] = [:]) {
+        record("identify") { try client.identify(userId: userId, traitsJson: JSONProperties.encode(traits)) }
     }
 
-    /// Records a `screen` event.
-    public func screen(_ name: String, properties: [String: Any] = [:]) throws {
-        try client.screen(name: name, propertiesJson: JSONProperties.encode(properties, argument: "properties"))
+    /// Records a `screen` event. Never throws.
+    public func screen(_ name: String, properties: [String: Any] = [:]) {
+        record("screen") { try client.screen(name: name, propertiesJson: JSONProperties.encode(properties)) }
     }
 
-    /// Records a `group` event.
-    public func group(_ groupId: String, traits: [String: Any] = [:]) throws {
-        try client.group(groupId: groupId, traitsJson: JSONProperties.encode(traits, argument: "traits"))
+    /// Records a `page` event (web views, hybrid apps; native screens use ``screen(_:properties:)``).
+    /// Never throws.
+    public func page(_ name: String, properties: [String: Any] = [:]) {
+        record("page") { try client.page(name: name, propertiesJson: JSONProperties.encode(properties)) }
+    }
+
+    /// Records a `group` event. Never throws.
+    public func group(_ groupId: String, traits: [String: Any] = [:]) {
+        record("group") { try client.group(groupId: groupId, traitsJson: JSONProperties.encode(traits)) }
     }
 
     /// Records an `alias` event from the current id to `newId`, which becomes the user id.
-    public func alias(_ newId: String) throws {
-        try client.alias(newId: newId)
+    /// Never throws.
+    public func alias(_ newId: String) {
+        record("alias") { try client.alias(newId: newId) }
+    }
+
+    /// Runs one recording call without letting an error reach the app. The core has
+    /// already logged and counted what it refused (a ``TributaryError``); anything else
+    /// is a bug, reported to the logger here.
+    private func record(_ call: String, _ body: () throws -> Void) {
+        do {
+            try body()
+        } catch is TributaryError {
+            // Logged and counted in Stats by the core.
+        } catch {
+            logger?.log(level: .error, message: "\(call) dropped an event after an internal error: \(error)")
+        }
     }
 
     // MARK: Delivery
+
+    /// Waits up to `timeout` seconds for the queue database to be open and says whether
+    /// it is. The initializer does not open it (no disk I/O on the caller's thread beyond
+    /// the directory lock and a small consent file); until it is open, recorded events
+    /// wait in memory and ``stats`` shows no queued events. A storage error (for example
+    /// data protection before the first unlock) is reported to the logger and in
+    /// `Stats.lastError`, and retried in the background. Do not call it on the main thread.
+    public func awaitReady(timeout: TimeInterval) -> Bool {
+        client.awaitReady(timeoutMs: Self.milliseconds(timeout))
+    }
 
     /// Asks for an upload soon and returns at once.
     public func flush() {
@@ -187,7 +222,8 @@ public final class Tributary: Sendable {
     public var stats: Stats { client.stats() }
 
     /// Makes every recorded event durable, tries one last upload within `timeout` seconds
-    /// and stops the background threads. Later calls throw ``TributaryError/ShutDown(message:)``.
+    /// and stops the background threads. Later recording calls drop their event (logged,
+    /// counted in `Stats.droppedShutdown`).
     @discardableResult
     public func shutdown(timeout: TimeInterval) -> FlushResult {
         client.shutdown(timeoutMs: Self.milliseconds(timeout))

@@ -19,7 +19,7 @@ do {
     let tributary = try Tributary(config: config, logger: nil)
     tributary.setNetworkAvailable(false)
     for index in 0..<count {
-        try tributary.track("Before Kill", properties: ["n": index])
+        tributary.track("Before Kill", properties: ["n": index])
     }
     // Offline, flushBlocking returns once everything recorded so far is durable.
     let result = tributary.flushBlocking(timeout: 30)
@@ -29,7 +29,7 @@ do {
     // At most 5,000, half the core's channel capacity, so none is dropped for
     // backpressure and the survivors must be a gap-free prefix.
     for extra in 0..<5_000 {
-        try tributary.track("During Kill", properties: ["n": extra])
+        tributary.track("During Kill", properties: ["n": extra])
         if extra % 100 == 99 { usleep(1_000) }
     }
     while true { sleep(60) }

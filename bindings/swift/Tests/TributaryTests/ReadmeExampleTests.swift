@@ -16,7 +16,7 @@ import Tributary // not @testable: the quick start must work with the public API
             storageDirectory: temporaryStorage()
         )
 
-        try tributary.track("Signed Up", properties: [
+        tributary.track("Signed Up", properties: [
             "plan": "pro",
             "seats": 5,
             "trial": false,
@@ -25,10 +25,10 @@ import Tributary // not @testable: the quick start must work with the public API
             "billing": ["interval": "month", "amount": 9.99],
             "startedAt": Date(),                 // ISO 8601 string
         ])
-        try tributary.identify("user-42", traits: ["email": "ada@example.com"])
-        try tributary.screen("Home")
-        try tributary.group("team-7", traits: ["name": "Analytics"])
-        try tributary.alias("user-43")
+        tributary.identify("user-42", traits: ["email": "ada@example.com"])
+        tributary.screen("Home")
+        tributary.group("team-7", traits: ["name": "Analytics"])
+        tributary.alias("user-43")
 
         tributary.setContext(.current())         // app, OS, locale and time zone
         #expect(tributary.stats.queuedEvents <= 5)
@@ -53,17 +53,21 @@ import Tributary // not @testable: the quick start must work with the public API
 
         // --- README: errors ---
         let someData = Data([1, 2, 3])
+        tributary.track("Upload", properties: ["file": someData]) // sent as "3 bytes"
+        print(tributary.stats.droppedTooLarge, tributary.stats.droppedShutdown)
         var caught: String?
         do {
-            try tributary.track("Upload", properties: ["file": someData]) // Data is not JSON
+            _ = try Tributary(config: config, logger: nil)
         } catch let error as TributaryError {
             switch error {
-            case .InvalidJson: caught = "bad properties: " + error.message // names the path, e.g. properties.file
-            case .EventTooLarge: caught = error.message                    // size and max_event_bytes
-            case .InvalidConfig, .StorageUnavailable, .ShutDown: caught = error.message
+            case .InvalidConfig: caught = error.message      // names the field
+            case .StorageUnavailable: caught = error.message // e.g. another client holds the directory
+            case .InvalidJson, .EventTooLarge, .ShutDown: caught = error.message
             }
         }
-        #expect(caught?.contains("properties.file") == true)
+        #expect(caught?.contains("another") == true)
+        #expect(tributary.flushBlocking(timeout: 20) == .delivered)
+        #expect(server.events.last?["properties"].flatMap { ($0 as? [String: Any])?["file"] as? String } == "3 bytes")
         #expect(try Tributary.defaultStorageDirectory().lastPathComponent == "tributary")
     }
 }

@@ -10,11 +10,11 @@ import Testing
         defer { server.stop() }
         let tributary = try Tributary(config: testConfig(server: server, storage: temporaryStorage()), logger: nil)
 
-        try tributary.track("Signed Up", properties: ["plan": "pro"])
-        try tributary.identify("user-42", traits: ["email": "a@example.com"])
-        try tributary.screen("Home", properties: ["tab": 1])
-        try tributary.group("team-7", traits: ["seats": 5])
-        try tributary.alias("user-43")
+        tributary.track("Signed Up", properties: ["plan": "pro"])
+        tributary.identify("user-42", traits: ["email": "a@example.com"])
+        tributary.screen("Home", properties: ["tab": 1])
+        tributary.group("team-7", traits: ["seats": 5])
+        tributary.alias("user-43")
         #expect(tributary.flushBlocking(timeout: 20) == .delivered)
 
         let requests = server.requests
@@ -75,7 +75,7 @@ import Testing
             "date": Date(timeIntervalSince1970: 1_609_459_200.25),
             "url": URL(string: "https://example.com/a?b=c")!,
         ]
-        try tributary.track("Types", properties: properties)
+        tributary.track("Types", properties: properties)
         #expect(tributary.flushBlocking(timeout: 20) == .delivered)
 
         let events = server.events
@@ -117,7 +117,7 @@ import Testing
         defer { server.stop() }
         let tributary = try Tributary(config: testConfig(server: server, storage: temporaryStorage()), logger: nil)
         for index in 0..<3 {
-            try tributary.track("Flushed", properties: ["n": index])
+            tributary.track("Flushed", properties: ["n": index])
         }
         // flush() only triggers (the sample's Flush button): no blocking call here.
         tributary.flush()
@@ -132,7 +132,7 @@ import Testing
             request.headers["authorization"] == good ? .ok : TestResponse(status: 401, body: #"{"error":"bad key"}"#)
         }
         let tributary = try Tributary(config: testConfig(server: server, storage: temporaryStorage()), logger: nil)
-        try tributary.track("Needs Key")
+        tributary.track("Needs Key")
         #expect(tributary.flushBlocking(timeout: 20) == .unauthorized(pending: 1))
         #expect(tributary.stats.queuedEvents == 1)
 
@@ -148,7 +148,7 @@ import Testing
         let tributary = try Tributary(config: testConfig(server: server, storage: temporaryStorage()), logger: nil)
         tributary.setNetworkAvailable(false)
         for index in 0..<5 {
-            try tributary.track("Offline", properties: ["n": index])
+            tributary.track("Offline", properties: ["n": index])
         }
         #expect(tributary.flushBlocking(timeout: 5) == .offline(pending: 5))
         #expect(server.requests.isEmpty)
@@ -172,7 +172,7 @@ import Testing
         runOnThreads(threads) { thread in
             for index in 0..<perThread {
                 do {
-                    try tributary.track("Concurrent", properties: ["thread": thread, "i": index])
+                    tributary.track("Concurrent", properties: ["thread": thread, "i": index])
                 } catch {
                     failures.withLock { $0 = ($0.0 + 1, $0.1 ?? "\(thread)/\(index): \(error)") }
                 }
@@ -203,7 +203,7 @@ import Testing
         do {
             let first = try Tributary(config: testConfig(server: server, storage: storage), logger: nil)
             for index in 0..<6 {
-                try first.track("Pending", properties: ["n": index])
+                first.track("Pending", properties: ["n": index])
             }
             // The server answers 503: the batch is persisted, sent, and kept for a retry.
             #expect(first.flushBlocking(timeout: 1) != .delivered)
@@ -218,6 +218,8 @@ import Testing
 
         server.respond { _ in .ok }
         let second = try Tributary(config: testConfig(server: server, storage: storage), logger: nil)
+        // The database is opened on the core's thread, not in the initializer.
+        #expect(second.awaitReady(timeout: 20))
         #expect(second.stats.queuedEvents == 6)
         #expect(second.flushBlocking(timeout: 30) == .delivered)
 
@@ -235,7 +237,7 @@ import Testing
         let logger = RecordingLogger()
         let tributary = try Tributary(config: testConfig(server: server, storage: temporaryStorage()), logger: logger)
         let testThread = currentThreadId()
-        try tributary.track("Logged")
+        tributary.track("Logged")
         #expect(tributary.flushBlocking(timeout: 20) == .delivered)
         tributary.shutdown(timeout: 5)
 
@@ -253,7 +255,7 @@ import Testing
         context.appName = "Sample"
         context.deviceModel = "iPhone15,2"
         tributary.setContext(context)
-        try tributary.track("With Context")
+        tributary.track("With Context")
         #expect(tributary.flushBlocking(timeout: 20) == .delivered)
         let event = try #require(server.events.first)
         #expect(event[path: "context", "app", "name"] as? String == "Sample")
@@ -266,23 +268,24 @@ import Testing
         defer { server.stop() }
         let tributary = try Tributary(config: testConfig(server: server, storage: temporaryStorage()), logger: nil)
         tributary.setNetworkAvailable(false)
-        try tributary.track("Before Opt Out")
+        tributary.track("Before Opt Out")
         #expect(tributary.flushBlocking(timeout: 5) == .offline(pending: 1))
 
         tributary.optOut()
         #expect(tributary.flushBlocking(timeout: 5) == .disabled)
-        #expect(tributary.stats.queuedEvents == 0)
+        // Opting out takes effect at once; the deletion runs on the core's thread.
+        #expect(server.waitUntil(timeout: 20) { tributary.stats.queuedEvents == 0 })
         tributary.optIn()
 
         let before = tributary.anonymousId
         #expect(!before.isEmpty)
-        try tributary.identify("someone")
+        tributary.identify("someone")
         tributary.reset()
         #expect(tributary.anonymousId != before)
         #expect(tributary.userId == nil)
 
         tributary.setNetworkAvailable(true)
-        try tributary.track("After Opt In")
+        tributary.track("After Opt In")
         #expect(tributary.flushBlocking(timeout: 20) == .delivered)
         #expect(server.events.compactMap { $0["event"] as? String } == ["After Opt In"])
     }

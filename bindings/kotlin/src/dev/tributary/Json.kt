@@ -8,24 +8,23 @@ import java.util.Locale
 import java.util.TimeZone
 
 /**
- * Thrown when an event's properties or traits cannot be written as JSON: a
- * non-finite number, a map key that is not a string, a value of an unsupported
- * type, or nesting deeper than [Json.MAX_DEPTH]. [path] names the offending
- * value, e.g. `properties.items[2].price`.
- */
-class InvalidPropertyException(val path: String, message: String) : IllegalArgumentException(message)
-
-/**
- * A small, strict JSON writer for event properties. It accepts what apps keep
- * in a `Map<String, Any?>`:
+ * A small JSON writer for event properties. It never throws: analytics must not
+ * crash the app, so a value JSON cannot hold is converted by these rules.
+ *
+ * Written as themselves:
  * - `null`, [String]/[CharSequence], [Char], [Boolean];
- * - integers (including Kotlin's unsigned types), [Float] and [Double] (finite
- *   only: JSON has no NaN or Infinity), [BigDecimal], [BigInteger];
- * - [Map] with string keys, [Iterable], [Sequence], arrays and primitive arrays;
+ * - integers (including Kotlin's unsigned types), finite [Float] and [Double],
+ *   [BigDecimal], [BigInteger], and other [Number]s whose text is a JSON number;
+ * - [Map], [Iterable], [Sequence], arrays and primitive arrays;
  * - [Enum] (its name), [Date] (ISO 8601 in UTC) and `java.time` values (their ISO text).
  *
- * Anything else is refused with an [InvalidPropertyException] naming the path,
- * rather than silently sent as `toString()`.
+ * Converted:
+ * - NaN and the infinities (JSON has none) become `null`;
+ * - a map key that is not a string becomes its `toString()`;
+ * - any other object (or a [Number] whose text is not a JSON number) becomes
+ *   its `toString()` as a JSON string; `null` if `toString()` itself throws;
+ * - a value nested deeper than [MAX_DEPTH] (usually a map or list that
+ *   contains itself) becomes `null`.
  */
 object Json {
     /** Deepest nesting accepted; deeper usually means a map or list that contains itself. */
@@ -33,22 +32,18 @@ object Json {
 
     private val JSON_NUMBER = Regex("-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?")
 
-    /** Writes [value] as JSON text. [path] names the root in error messages. */
+    /** Writes [value] as JSON text, converting what JSON cannot hold (see above); never throws. */
     @JvmStatic
-    @JvmOverloads
-    fun encode(value: Any?, path: String = "value"): String {
+    fun encode(value: Any?): String {
         val out = StringBuilder()
-        write(out, value, path, 0)
+        write(out, value, 0)
         return out.toString()
     }
 
-    private fun write(out: StringBuilder, value: Any?, path: String, depth: Int) {
+    private fun write(out: StringBuilder, value: Any?, depth: Int) {
         if (depth > MAX_DEPTH) {
-            throw InvalidPropertyException(
-                path,
-                "$path is nested more than $MAX_DEPTH levels deep; " +
-                    "does a map or list contain itself? Flatten the value",
-            )
+            out.append("null")
+            return
         }
         when (value) {
             null -> out.append("null")
@@ -57,86 +52,74 @@ object Json {
             is Boolean -> out.append(if (value) "true" else "false")
             is Int, is Long, is Short, is Byte, is BigInteger -> out.append(value.toString())
             is UInt, is ULong, is UShort, is UByte -> out.append(value.toString())
-            is Double -> out.append(finite(value.isFinite(), value.toString(), path))
-            is Float -> out.append(finite(value.isFinite(), value.toString(), path))
+            is Double -> out.append(if (value.isFinite()) value.toString() else "null")
+            is Float -> out.append(if (value.isFinite()) value.toString() else "null")
             is BigDecimal -> out.append(value.toString())
-            is Number -> writeOtherNumber(out, value, path)
-            is Map<*, *> -> writeMap(out, value, path, depth)
-            is Iterable<*> -> writeArray(out, value.iterator(), path, depth)
-            is Sequence<*> -> writeArray(out, value.iterator(), path, depth)
-            is Array<*> -> writeArray(out, value.iterator(), path, depth)
-            is IntArray -> writeArray(out, value.iterator(), path, depth)
-            is LongArray -> writeArray(out, value.iterator(), path, depth)
-            is ShortArray -> writeArray(out, value.iterator(), path, depth)
-            is ByteArray -> writeArray(out, value.iterator(), path, depth)
-            is DoubleArray -> writeArray(out, value.iterator(), path, depth)
-            is FloatArray -> writeArray(out, value.iterator(), path, depth)
-            is BooleanArray -> writeArray(out, value.iterator(), path, depth)
-            is CharArray -> writeArray(out, value.iterator(), path, depth)
+            is Number -> writeOtherNumber(out, value)
+            is Map<*, *> -> writeMap(out, value, depth)
+            is Iterable<*> -> writeArray(out, value.iterator(), depth)
+            is Sequence<*> -> writeArray(out, value.iterator(), depth)
+            is Array<*> -> writeArray(out, value.iterator(), depth)
+            is IntArray -> writeArray(out, value.iterator(), depth)
+            is LongArray -> writeArray(out, value.iterator(), depth)
+            is ShortArray -> writeArray(out, value.iterator(), depth)
+            is ByteArray -> writeArray(out, value.iterator(), depth)
+            is DoubleArray -> writeArray(out, value.iterator(), depth)
+            is FloatArray -> writeArray(out, value.iterator(), depth)
+            is BooleanArray -> writeArray(out, value.iterator(), depth)
+            is CharArray -> writeArray(out, value.iterator(), depth)
             is Enum<*> -> writeString(out, value.name)
             is Date -> writeString(out, isoUtc(value))
             // Named, not referenced: java.time only exists from Android API 26.
-            else -> if (value.javaClass.name.startsWith("java.time.")) {
-                writeString(out, value.toString())
-            } else {
-                throw InvalidPropertyException(
-                    path,
-                    "$path has unsupported type ${value.javaClass.name}; pass null, a String, " +
-                        "Number, Boolean, Date, Map<String, *>, List/Iterable or array",
-                )
-            }
+            // java.time values (named, not referenced: they only exist from
+            // Android API 26) and every other object: their string form.
+            else -> writeText(out, value)
         }
     }
 
-    private fun finite(isFinite: Boolean, text: String, path: String): String {
-        if (!isFinite) {
-            throw InvalidPropertyException(
-                path,
-                "$path is $text, which JSON cannot represent; send a finite number, or null",
-            )
+    /** AtomicLong, custom Number subclasses...: as a number if their text is one, else as a string. */
+    private fun writeOtherNumber(out: StringBuilder, value: Number) {
+        val text = textOf(value)
+        when {
+            text == null -> out.append("null")
+            JSON_NUMBER.matches(text) -> out.append(text)
+            else -> writeString(out, text)
         }
-        return text
     }
 
-    /** AtomicLong, custom Number subclasses...: accepted only if their text is a JSON number. */
-    private fun writeOtherNumber(out: StringBuilder, value: Number, path: String) {
-        val text = value.toString()
-        if (!JSON_NUMBER.matches(text)) {
-            throw InvalidPropertyException(
-                path,
-                "$path is a ${value.javaClass.name} whose text `$text` is not a JSON number; " +
-                    "convert it to a finite Double, Long or BigDecimal",
-            )
-        }
-        out.append(text)
+    /** An object JSON has no type for: its `toString()`, or `null` if that throws. */
+    private fun writeText(out: StringBuilder, value: Any) {
+        val text = textOf(value)
+        if (text == null) out.append("null") else writeString(out, text)
     }
 
-    private fun writeMap(out: StringBuilder, map: Map<*, *>, path: String, depth: Int) {
+    private fun textOf(value: Any): String? = try {
+        value.toString()
+    } catch (e: Exception) {
+        null
+    }
+
+    private fun writeMap(out: StringBuilder, map: Map<*, *>, depth: Int) {
         out.append('{')
         var first = true
         for ((key, item) in map) {
-            if (key !is CharSequence) {
-                throw InvalidPropertyException(
-                    path,
-                    "$path has a key of type ${key?.javaClass?.name ?: "null"} ($key); " +
-                        "JSON object keys must be strings",
-                )
-            }
+            // JSON keys are strings: any other key is written as its string form.
+            val name: CharSequence = key as? CharSequence ?: key?.let { textOf(it) } ?: "null"
             if (!first) out.append(',')
             first = false
-            writeString(out, key)
+            writeString(out, name)
             out.append(':')
-            write(out, item, "$path.$key", depth + 1)
+            write(out, item, depth + 1)
         }
         out.append('}')
     }
 
-    private fun writeArray(out: StringBuilder, items: Iterator<*>, path: String, depth: Int) {
+    private fun writeArray(out: StringBuilder, items: Iterator<*>, depth: Int) {
         out.append('[')
         var index = 0
         while (items.hasNext()) {
             if (index > 0) out.append(',')
-            write(out, items.next(), "$path[$index]", depth + 1)
+            write(out, items.next(), depth + 1)
             index++
         }
         out.append(']')

@@ -7,8 +7,9 @@ typealias LogLevel = dev.tributary.ffi.LogLevel
 
 /**
  * Receives the SDK's log messages. It is called from the SDK's background
- * threads (never from the thread that called `track`), so implementations must
- * be thread-safe and quick. Exceptions thrown here are swallowed.
+ * threads, and from a recording call's thread when that call drops its event
+ * (too large, or after shutdown), so implementations must be thread-safe and
+ * quick. Exceptions thrown here are swallowed.
  */
 fun interface Logger {
     /** Called once per message. */

@@ -52,12 +52,15 @@ typealias TributaryException = dev.tributary.ffi.TributaryException
  * A Tributary client: records analytics events durably on the device and
  * delivers each one exactly once to `{endpoint}/v1/batch`.
  *
- * Recording calls ([track], [identify], [screen], [group], [alias]) validate
+ * Recording calls ([track], [identify], [screen], [page], [group], [alias]) validate
  * and serialize the event on the calling thread and hand it to the core's
  * background writer: they never wait for disk or network, so they are safe on
- * the main thread. Only [flushBlocking] and [shutdown] wait, and only as long
- * as their timeout. The constructor opens (or creates) the queue database in
- * `storageDir`; create the client once, e.g. in `Application.onCreate`.
+ * the main thread, and they never throw: what they cannot record is logged and
+ * counted in [stats]. Only [flushBlocking], [awaitReady] and [shutdown] wait, each
+ * within a stated bound. The constructor does no disk I/O beyond taking the
+ * directory lock and reading a small consent file: the queue database in
+ * `storageDir` is opened on the SDK's thread. Create the client once, e.g. in
+ * `Application.onCreate`.
  *
  * One client per storage directory; it is thread-safe.
  *
@@ -65,7 +68,7 @@ typealias TributaryException = dev.tributary.ffi.TributaryException
  */
 class Tributary @JvmOverloads constructor(
     config: TributaryConfig,
-    logger: Logger? = Logger.platform(),
+    private val logger: Logger? = Logger.platform(),
 ) : AutoCloseable {
     private val client: Client = Client(withLibraryName(config), logger?.let { LoggerBridge(it) })
 
@@ -94,36 +97,73 @@ class Tributary @JvmOverloads constructor(
 
     /**
      * Records a `track` event, e.g. `track("Signed Up", mapOf("plan" to "pro"))`.
-     * @throws InvalidPropertyException if a property cannot be written as JSON.
-     * @throws TributaryException (`EventTooLarge`, `ShutDown`) from the core.
+     *
+     * Never throws: property values JSON cannot hold are converted (see [Json]),
+     * and an event the core refuses (larger than `maxEventBytes`, or recorded
+     * after [shutdown]) is dropped, logged and counted in [stats].
      */
     @JvmOverloads
-    fun track(event: String, properties: Map<String, Any?> = emptyMap()) {
-        client.track(event, Json.encode(properties, "properties"))
+    fun track(event: String, properties: Map<String, Any?> = emptyMap()) = record("track") {
+        client.track(event, Json.encode(properties))
     }
 
-    /** Records an `identify` event; [userId] is attached to every later event. */
+    /** Records an `identify` event; [userId] is attached to every later event. Never throws (see [track]). */
     @JvmOverloads
-    fun identify(userId: String, traits: Map<String, Any?> = emptyMap()) {
-        client.identify(userId, Json.encode(traits, "traits"))
+    fun identify(userId: String, traits: Map<String, Any?> = emptyMap()) = record("identify") {
+        client.identify(userId, Json.encode(traits))
     }
 
-    /** Records a `screen` event. */
+    /** Records a `screen` event. Never throws (see [track]). */
     @JvmOverloads
-    fun screen(name: String, properties: Map<String, Any?> = emptyMap()) {
-        client.screen(name, Json.encode(properties, "properties"))
+    fun screen(name: String, properties: Map<String, Any?> = emptyMap()) = record("screen") {
+        client.screen(name, Json.encode(properties))
     }
 
-    /** Records a `group` event. */
+    /** Records a `page` event (web views, hybrid apps; native screens use [screen]). Never throws. */
     @JvmOverloads
-    fun group(groupId: String, traits: Map<String, Any?> = emptyMap()) {
-        client.group(groupId, Json.encode(traits, "traits"))
+    fun page(name: String, properties: Map<String, Any?> = emptyMap()) = record("page") {
+        client.page(name, Json.encode(properties))
     }
 
-    /** Records an `alias` event from the current id to [newId], which becomes the user id. */
-    fun alias(newId: String) {
+    /** Records a `group` event. Never throws (see [track]). */
+    @JvmOverloads
+    fun group(groupId: String, traits: Map<String, Any?> = emptyMap()) = record("group") {
+        client.group(groupId, Json.encode(traits))
+    }
+
+    /** Records an `alias` event from the current id to [newId], which becomes the user id. Never throws. */
+    fun alias(newId: String) = record("alias") {
         client.alias(newId)
     }
+
+    /**
+     * Runs one recording call so that it never throws into the app: analytics
+     * must not crash a checkout. The core already logged and counted what it
+     * refused ([TributaryException]); anything else (a bug) is logged here.
+     */
+    private inline fun record(call: String, body: () -> Unit) {
+        try {
+            body()
+        } catch (e: TributaryException) {
+            // Logged and counted in Stats by the core.
+        } catch (e: Exception) {
+            try {
+                logger?.log(LogLevel.ERROR, "$call dropped an event after an internal error: $e")
+            } catch (ignored: Exception) {
+                // A faulty logger must not turn this into a crash either.
+            }
+        }
+    }
+
+    /**
+     * Waits up to [timeoutMs] for the queue database to be open and says whether it is.
+     * The constructor does not open it (no disk I/O on the caller's thread); until it is
+     * open, recorded events wait in memory and [stats] shows no queued events. A storage
+     * error (reported to the logger and in `Stats.lastError`) is retried in the background.
+     * It blocks: never call it on the main thread.
+     */
+    fun awaitReady(timeoutMs: Long): Boolean =
+        client.awaitReady(positiveOrZero("timeoutMs", timeoutMs).toULong())
 
     /** Asks for an upload soon and returns at once. */
     fun flush() {
@@ -180,7 +220,8 @@ class Tributary @JvmOverloads constructor(
     /**
      * Makes every recorded event durable, tries one last upload within
      * [timeoutMs], stops the background threads and releases the storage
-     * directory. Later calls throw `TributaryException.ShutDown`. Blocks up to
+     * directory. Later recording calls drop their event (logged, counted in
+     * `Stats.droppedShutdown`). Blocks up to
      * [timeoutMs]; events not delivered stay on disk for the next client.
      */
     @JvmOverloads

@@ -153,6 +153,14 @@ impl Store {
         self.rewrite(batch, &[], &[a.to_vec(), b.to_vec()], now_ms)
     }
 
+    /// 422 `idempotency_key_reused`: the same events as one new batch with a
+    /// new key. Those the server stored the first time are dropped there by
+    /// their `messageId`.
+    pub(crate) fn rekey_batch(&mut self, batch: &Batch, now_ms: i64) -> rusqlite::Result<Removed> {
+        let ids: Vec<i64> = batch.events.iter().map(|(id, _)| *id).collect();
+        self.rewrite(batch, &[], &[ids], now_ms)
+    }
+
     /// 400 without a list: drops every event of the batch (counted).
     pub(crate) fn drop_batch(&mut self, batch: &Batch) -> rusqlite::Result<Removed> {
         let all: Vec<usize> = (0..batch.events.len()).collect();

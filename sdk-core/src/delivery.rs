@@ -379,6 +379,16 @@ fn apply(
                 logs.push((LogLevel::Warn, msg));
                 (store.split_batch(batch, now), Step::Progress)
             }
+            Outcome::KeyReused => {
+                logs.push((
+                    LogLevel::Warn,
+                    format!(
+                        "server says key {} was used before with other events (some were evicted since): sending the batch under a new key",
+                        batch.key
+                    ),
+                ));
+                (store.rekey_batch(batch, now), Step::Progress)
+            }
             Outcome::Unauthorized { status } => {
                 let msg = format!(
                     "server refused the write key (HTTP {status}); uploads paused until set_write_key or restart, data kept"

@@ -23,32 +23,8 @@ use crate::retry::parse_retry_after;
 /// Most bytes of a response body we read (for the rejection list).
 const MAX_RESPONSE_BYTES: u64 = 1 << 20;
 
-/// One event the server refused, by its index in the request's `batch`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Rejection {
-    pub index: usize,
-    pub reason: String,
-}
-
-/// What the server's answer means for the batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// 2xx: stored; any listed events were rejected (dropped).
-    Delivered { rejected: Vec<Rejection> },
-    /// 400 listing the bad events: drop them, send the rest in a new batch.
-    RejectedEvents { rejected: Vec<Rejection> },
-    /// 400 without a usable list: the whole batch is dropped.
-    RejectedBatch { reason: String },
-    /// 401/403: keep the data, stop uploading until the key changes.
-    Unauthorized { status: u16 },
-    /// 413: split the batch.
-    TooLarge,
-    /// 408, 429, 5xx, other statuses, connection errors, timeouts.
-    Retry {
-        reason: String,
-        retry_after: Option<Duration>,
-    },
-}
+// What the answer means for the batch: defined once, in the protocol crate.
+pub(crate) use tributary_protocol::{Outcome, Rejection, classify};
 
 /// The HTTP side of the uploader: an agent plus the fixed request parts.
 pub(crate) struct Uploader {
@@ -144,7 +120,7 @@ impl Uploader {
             .header("Authorization", &auth)
             .header("Content-Type", "application/json")
             .header("Content-Encoding", "gzip")
-            .header("Idempotency-Key", idempotency_key)
+            .header(tributary_protocol::header::IDEMPOTENCY_KEY, idempotency_key)
             .header("User-Agent", &self.user_agent)
             .send(&payload.gzipped[..]);
         let mut response = match result {
@@ -193,147 +169,5 @@ impl Uploader {
             };
         }
         classify(status, &body, retry_after)
-    }
-}
-
-/// Maps a status and body to an outcome (pure, unit-tested).
-pub(crate) fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Outcome {
-    match status {
-        // A 2xx is an acknowledgement only from a collector: a JSON body
-        // (Segment answers `{"success":true}`, ours `{"accepted":n}`) or an
-        // empty one. Anything else (a captive portal's HTML login page) must
-        // not delete the batch.
-        200..=299
-            if !body.trim().is_empty()
-                && serde_json::from_str::<serde::de::IgnoredAny>(body).is_err() =>
-        {
-            Outcome::Retry {
-                reason: format!(
-                    "HTTP {status} with a body that is not JSON (a captive portal?): {}",
-                    snippet(body)
-                ),
-                retry_after: None,
-            }
-        }
-        200..=299 => Outcome::Delivered {
-            rejected: rejections(body),
-        },
-        400 => {
-            let rejected = rejections(body);
-            if rejected.is_empty() {
-                Outcome::RejectedBatch {
-                    reason: format!("HTTP 400: {}", snippet(body)),
-                }
-            } else {
-                Outcome::RejectedEvents { rejected }
-            }
-        }
-        401 | 403 => Outcome::Unauthorized { status },
-        413 => Outcome::TooLarge,
-        // Everything else, including 408, 429, 5xx and surprises such as 404
-        // (a misrouted endpoint), is retried: data is never dropped on a guess.
-        _ => Outcome::Retry {
-            reason: format!("HTTP {status}: {}", snippet(body)),
-            retry_after,
-        },
-    }
-}
-
-/// Reads `{"rejected":[{"index":i,"reason":"..."}]}` from a response body.
-fn rejections(body: &str) -> Vec<Rejection> {
-    #[derive(serde::Deserialize)]
-    struct Item {
-        index: usize,
-        #[serde(default)]
-        reason: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Body {
-        #[serde(default)]
-        rejected: Vec<Item>,
-    }
-    serde_json::from_str::<Body>(body)
-        .map(|b| {
-            b.rejected
-                .into_iter()
-                .map(|i| Rejection {
-                    index: i.index,
-                    reason: i.reason.unwrap_or_else(|| "no reason given".into()),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn snippet(body: &str) -> String {
-    let trimmed = body.trim();
-    match trimmed.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
-        None => trimmed.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_map_to_outcomes() {
-        assert_eq!(
-            classify(200, r#"{"accepted":3}"#, None),
-            Outcome::Delivered { rejected: vec![] }
-        );
-        assert_eq!(
-            classify(
-                200,
-                r#"{"accepted":2,"rejected":[{"index":1,"reason":"bad"}]}"#,
-                None
-            ),
-            Outcome::Delivered {
-                rejected: vec![Rejection {
-                    index: 1,
-                    reason: "bad".into()
-                }]
-            }
-        );
-        assert!(matches!(
-            classify(400, r#"{"rejected":[{"index":0}]}"#, None),
-            Outcome::RejectedEvents { .. }
-        ));
-        assert!(matches!(
-            classify(400, "nope", None),
-            Outcome::RejectedBatch { .. }
-        ));
-        assert_eq!(
-            classify(401, "", None),
-            Outcome::Unauthorized { status: 401 }
-        );
-        assert_eq!(
-            classify(403, "", None),
-            Outcome::Unauthorized { status: 403 }
-        );
-        assert_eq!(classify(413, "", None), Outcome::TooLarge);
-        // Segment's answer, an empty body and ours are acknowledgements.
-        for body in [r#"{"success":true}"#, "", "  ", r#"{"accepted":1}"#] {
-            assert_eq!(
-                classify(200, body, None),
-                Outcome::Delivered { rejected: vec![] },
-                "{body:?}"
-            );
-        }
-        // A captive portal's page is not.
-        for body in [
-            "<html><body>Log in to the Wi-Fi</body></html>",
-            "OK",
-            "{\"truncated\"",
-        ] {
-            assert!(
-                matches!(classify(200, body, None), Outcome::Retry { .. }),
-                "{body:?}"
-            );
-        }
-        for status in [408, 429, 500, 503, 404] {
-            assert!(matches!(classify(status, "", None), Outcome::Retry { .. }));
-        }
     }
 }

@@ -849,6 +849,43 @@ fn a_2xx_that_is_not_json_does_not_delete_the_batch() {
     assert_eq!((s.uploaded_events, s.retries), (1, 1), "{s:?}");
 }
 
+/// 422 `idempotency_key_reused` (the server saw this key with other events:
+/// some were evicted since the first attempt) sends the same events under a new
+/// key at once, with no event dropped; a 422 with another code is retried.
+#[test]
+fn a_reused_idempotency_key_gets_the_batch_a_new_key() {
+    let server = TestServer::start();
+    let reused = serde_json::to_string(&tributary_protocol::ErrorBody::new(
+        tributary_protocol::ErrorCode::IdempotencyKeyReused,
+        "used for other events",
+    ))
+    .unwrap();
+    server.push([
+        Reply::Raw {
+            status: 422,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: reused,
+        },
+        Reply::Ok,
+    ]);
+    let dir = temp_dir();
+    let client = Client::new(test_config(&server.url(), dir.path()), None).unwrap();
+    for i in 0..3 {
+        client.track("E".into(), props(i, 0)).unwrap();
+    }
+    assert_eq!(client.flush_blocking(10_000), FlushResult::Delivered);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "{:?}", summarize(&reqs));
+    assert_ne!(reqs[0].key(), reqs[1].key());
+    assert_eq!(reqs[0].message_ids(), reqs[1].message_ids());
+    let s = client.stats();
+    assert_eq!(
+        (s.uploaded_events, s.retries, s.dropped_rejected),
+        (3, 0, 0),
+        "{s:?}"
+    );
+}
+
 #[test]
 fn segment_success_answer_and_an_empty_2xx_are_acknowledgements() {
     let server = TestServer::start();

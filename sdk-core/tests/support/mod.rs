@@ -370,6 +370,15 @@ fn reply_name(reply: &Reply) -> String {
     }
 }
 
+/// The collector's answer as the protocol crate defines it.
+fn answer_body(batch_len: usize, rejected: Vec<tributary_protocol::Rejection>) -> Value {
+    let answer = tributary_protocol::BatchResponse {
+        accepted: batch_len.saturating_sub(rejected.len()),
+        rejected,
+    };
+    serde_json::to_value(answer).unwrap_or_default()
+}
+
 async fn answer(reply: Reply, batch_len: usize) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let mut reply = reply;
     while let Reply::Delay(d, inner) = reply {
@@ -384,17 +393,14 @@ async fn answer(reply: Reply, batch_len: usize) -> Result<Response<Full<Bytes>>,
             .unwrap()
     };
     Ok(match reply {
-        Reply::Ok => json(200, serde_json::json!({ "accepted": batch_len })),
+        Reply::Ok => json(200, answer_body(batch_len, Vec::new())),
         Reply::Status(s) => json(s, serde_json::json!({})),
         Reply::Rejections { status, rejected } => {
-            let list: Vec<Value> = rejected
-                .iter()
-                .map(|(i, reason)| serde_json::json!({ "index": i, "reason": reason }))
+            let list = rejected
+                .into_iter()
+                .map(|(index, reason)| tributary_protocol::Rejection { index, reason })
                 .collect();
-            json(
-                status,
-                serde_json::json!({ "accepted": batch_len.saturating_sub(rejected.len()), "rejected": list }),
-            )
+            json(status, answer_body(batch_len, list))
         }
         Reply::RetryAfter { status, value } => {
             let mut resp = json(status, serde_json::json!({}));

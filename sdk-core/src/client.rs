@@ -26,7 +26,7 @@ use crate::event::{self, Fields, Identity, Kind};
 use crate::logger::Log;
 use crate::queue::Store;
 use crate::shared::{Counters, Shared, Signals, lock};
-use crate::state::{Loaded, Reservation, StateFile};
+use crate::state::{Reservation, StateFile};
 use crate::store_lock::StoreLock;
 use crate::supervise::supervise;
 use crate::writer::{self, Msg, STOP_GIVE_UP};
@@ -257,13 +257,18 @@ impl Client {
     /// copies) happens on the writer thread; this call does not wait for it.
     /// While opted out, recording calls return `Ok` and record nothing.
     pub fn set_enabled(&self, enabled: bool) {
+        self.shared.consent_chosen.store(true, Ordering::SeqCst);
         self.shared.enabled.store(enabled, Ordering::SeqCst);
         if !enabled {
             // Every event recorded before this point is the opted-out user's,
             // and is dropped by the writer even after a quick opt-in.
             self.shared.opt_outs.fetch_add(1, Ordering::SeqCst);
         }
-        if let Err(e) = self.shared.persist_state() {
+        if self.shared.state_pending.load(Ordering::SeqCst) {
+            // The file is not read yet: writing it now would replace the
+            // identity it holds. The writer stores this choice once it has.
+            self.shared.identity_dirty.store(true, Ordering::Release);
+        } else if let Err(e) = self.shared.persist_state() {
             self.shared.storage_error("storing the opt-out choice", &e);
         }
         if !enabled {
@@ -278,14 +283,37 @@ impl Client {
         self.shared.signal(|s| s.generation += 1);
     }
 
-    /// The current anonymous id.
+    /// The current anonymous id. Right after the client is created the
+    /// consent and identity file may not be read yet: this waits for it up to
+    /// 1 s, then answers with the provisional id (events recorded meanwhile
+    /// get the stored one once the file is read).
     pub fn anonymous_id(&self) -> String {
+        self.wait_for_state(Duration::from_secs(1));
         self.shared.identity().anonymous_id.clone()
     }
 
-    /// The current user id, if `identify` or `alias` set one.
+    /// The current user id, if `identify` or `alias` set one (waits like
+    /// [`Client::anonymous_id`]).
     pub fn user_id(&self) -> Option<String> {
+        self.wait_for_state(Duration::from_secs(1));
         self.shared.identity().user_id.clone()
+    }
+
+    fn wait_for_state(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut s = lock(&self.shared.signals);
+        while self.shared.state_pending.load(Ordering::SeqCst) && !s.stop {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            s = self
+                .shared
+                .signals_cv
+                .wait_timeout(s, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
     }
 
     /// A snapshot of the queue and the counters.
@@ -431,29 +459,11 @@ impl Client {
                 cause: e.to_string(),
             }
         })?;
+        // The consent and identity file is read by the writer thread (no disk
+        // I/O here); until then events carry a provisional anonymous id, which
+        // the writer replaces, and wait in memory (see `writer::adopt_state`).
         let state_file = StateFile::new(&dir);
-        let mut reservation = Reservation::default();
-        let (identity, enabled, state_problem) = match state_file.load() {
-            Loaded::Found(state) => {
-                reservation = Reservation {
-                    owner: state.seq_owner.clone(),
-                    up_to: state.seq_reserved,
-                };
-                (state.identity(), state.enabled, None)
-            }
-            // First run, or the first since the state file exists: take what
-            // an older database holds; the writer writes the file.
-            Loaded::Missing => {
-                let (identity, enabled) = crate::queue::read_legacy_meta(&dir)
-                    .unwrap_or_else(|| (Identity::fresh(), true));
-                (identity, enabled, Some(None))
-            }
-            Loaded::Unreadable(why) => {
-                let identity = crate::queue::read_legacy_meta(&dir)
-                    .map_or_else(Identity::fresh, |(identity, _)| identity);
-                (identity, false, Some(Some(why)))
-            }
-        };
+        let provisional = Arc::new(Identity::fresh());
         let context: Arc<str> = event::context_json(&config, &DeviceContext::default()).into();
         let write_key = config.write_key.clone();
         let shared = Arc::new(Shared {
@@ -461,13 +471,16 @@ impl Client {
             log,
             counters,
             store: Mutex::new(store),
-            identity: RwLock::new(Arc::new(identity)),
-            // A missing or unreadable state file is (re)written by the writer.
-            identity_dirty: AtomicBool::new(state_problem.is_some()),
+            identity: RwLock::new(provisional.clone()),
+            identity_dirty: AtomicBool::new(false),
+            provisional,
+            state_pending: AtomicBool::new(true),
+            stored_identity: RwLock::new(None),
+            consent_chosen: AtomicBool::new(false),
             context: RwLock::new(context),
-            enabled: AtomicBool::new(enabled),
+            enabled: AtomicBool::new(true),
             state_file: Mutex::new(state_file),
-            reservation: Mutex::new(reservation),
+            reservation: Mutex::new(Reservation::default()),
             opt_outs: AtomicU64::new(0),
             purge_requested: AtomicBool::new(false),
             write_key: RwLock::new(write_key),
@@ -485,13 +498,6 @@ impl Client {
             recording: AtomicUsize::new(0),
             dir_lock: Mutex::new(Some(dir_lock)),
         });
-        if let Some(Some(why)) = state_problem {
-            let message = format!(
-                "the consent file is unreadable ({why}); recording stays disabled until opt-in, as the user may have opted out"
-            );
-            shared.counters.set_last_error(message.clone());
-            shared.log.error(message);
-        }
         let (tx, rx) = channel();
         let spawn_failed = |e: std::io::Error| TributaryError::StorageUnavailable {
             path: dir.display().to_string(),
@@ -547,6 +553,10 @@ impl Client {
 
     /// Barrier through the writer, then wait for delivery of everything up to it.
     fn flush_until(&self, deadline: Instant) -> FlushResult {
+        // The stored consent decides the answer: wait (bounded) for the writer
+        // to have read it, as the barrier below would anyway.
+        let grace = deadline.max(Instant::now() + DURABLE_GRACE);
+        self.wait_for_state(grace.saturating_duration_since(Instant::now()));
         if !self.shared.is_enabled() {
             return FlushResult::Disabled;
         }

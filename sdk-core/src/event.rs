@@ -207,7 +207,7 @@ pub(crate) fn rfc3339_ms(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(clamped).to_string()
 }
 
-fn push_json_str(buf: &mut String, value: &str) {
+pub(crate) fn push_json_str(buf: &mut String, value: &str) {
     // Fast path: most names and ids need no escaping.
     if value
         .bytes()

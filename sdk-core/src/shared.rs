@@ -167,6 +167,17 @@ pub(crate) struct Shared {
     pub identity: RwLock<Arc<Identity>>,
     /// Set when `identity` changed and the writer must persist it.
     pub identity_dirty: AtomicBool,
+    /// The identity events carry until the writer has read the state file
+    /// (it replaces it in them then; see `writer`).
+    pub provisional: Arc<Identity>,
+    /// True until the writer has read the consent and identity file.
+    pub state_pending: AtomicBool,
+    /// The identity the file held, which replaces the provisional one in the
+    /// events recorded before it was read.
+    pub stored_identity: RwLock<Option<Arc<Identity>>>,
+    /// Set by `set_enabled`: a choice made while the file was not read yet
+    /// wins over the one it holds.
+    pub consent_chosen: AtomicBool,
     /// The pre-serialized `context` object copied into every event.
     pub context: RwLock<Arc<str>>,
     pub enabled: AtomicBool,

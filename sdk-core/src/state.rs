@@ -17,7 +17,10 @@
 //! A directory without the file (an install from before this file existed)
 //! takes the choice and identity from the database's `meta` table once.
 //! A file that exists but cannot be parsed (it should never happen given the
-//! atomic writes) is read as *opted out*: when in doubt, do not track.
+//! atomic writes) is read as *opted out*: when in doubt, do not track. A file
+//! that cannot be read at all for now (an I/O error: on iOS, data protection
+//! before the first unlock) is neither: the writer thread, which reads the
+//! file, retries, and nothing is stored or sent until it has read it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -90,6 +93,8 @@ pub(crate) enum Loaded {
     Missing,
     /// A file that cannot be parsed; the reason, for the log.
     Unreadable(String),
+    /// A file that cannot be read now (an I/O error); the reason, for the log.
+    Unavailable(String),
 }
 
 /// The state file of one storage directory.
@@ -110,7 +115,7 @@ impl StateFile {
         }
     }
 
-    /// Reads the file. An I/O error other than "not found" is `Unreadable`.
+    /// Reads the file. An I/O error other than "not found" is `Unavailable`.
     pub fn load(&self) -> Loaded {
         match std::fs::read(&self.path) {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
@@ -118,7 +123,7 @@ impl StateFile {
                 Err(e) => Loaded::Unreadable(format!("{}: {e}", self.path.display())),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Loaded::Missing,
-            Err(e) => Loaded::Unreadable(format!("{}: {e}", self.path.display())),
+            Err(e) => Loaded::Unavailable(format!("{}: {e}", self.path.display())),
         }
     }
 

@@ -26,10 +26,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
-use crate::event::Built;
-use crate::queue::{Numbering, Reset, Store, is_corruption};
+use crate::event::{Built, Identity, push_json_str};
+use crate::queue::{Numbering, Reset, Store, is_corruption, read_legacy_meta};
 use crate::shared::{Shared, lock};
-use crate::state::Reservation;
+use crate::state::{Loaded, Reservation, State};
 
 /// Sequence numbers are reserved in the state file this many at a time, so
 /// the file is rewritten once per this many events, not per commit.
@@ -164,7 +164,10 @@ pub(crate) fn run(w: &mut Writer<'_>, rx: &Receiver<Msg>) {
         };
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Event(built) => {
+                Msg::Event(mut built) => {
+                    if !shared.state_pending.load(Ordering::SeqCst) {
+                        settle_identity(shared, &mut built);
+                    }
                     // Re-check: an opt-out may have raced with the recording
                     // call, and the user may even have opted in again since.
                     if shared.is_enabled()
@@ -234,6 +237,8 @@ impl Writer<'_> {
     /// the identity if it changed). Errors are reported here.
     fn try_commit(&mut self) -> Result<(), ()> {
         let shared = self.shared;
+        // Nothing is stored before the consent file is read.
+        self.ensure_state()?;
         self.ensure_open()?;
         // A corrupt database is replaced once per attempt, then written again.
         for _ in 0..2 {
@@ -338,6 +343,110 @@ impl Writer<'_> {
     }
 
     /// Opens the database if it is not open yet, and reports the outcome.
+    /// Reads the consent and identity file once, on this thread (the
+    /// constructor does no disk I/O). A file that cannot be read now is retried
+    /// like the database; meanwhile events wait in memory.
+    fn ensure_state(&mut self) -> Result<(), ()> {
+        let shared = self.shared;
+        if !shared.state_pending.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let loaded = lock(&shared.state_file).load();
+        let (state, rewrite) = match loaded {
+            Loaded::Found(state) => (state, false),
+            // First run, or the first since the state file exists: take what
+            // an older database holds, and write the file.
+            Loaded::Missing => {
+                let dir = lock(&shared.store).dir().to_path_buf();
+                let (identity, enabled) =
+                    read_legacy_meta(&dir).unwrap_or_else(|| (Identity::fresh(), true));
+                (
+                    State::new(&identity, enabled, &Reservation::default()),
+                    true,
+                )
+            }
+            Loaded::Unreadable(why) => {
+                let dir = lock(&shared.store).dir().to_path_buf();
+                let identity =
+                    read_legacy_meta(&dir).map_or_else(Identity::fresh, |(identity, _)| identity);
+                let message = format!(
+                    "the consent file is unreadable ({why}); recording stays disabled until opt-in, as the user may have opted out"
+                );
+                shared.counters.set_last_error(message.clone());
+                shared.log.error(message);
+                (State::new(&identity, false, &Reservation::default()), true)
+            }
+            Loaded::Unavailable(why) => {
+                shared.storage_error(
+                    "reading the consent file (retrying; events wait in memory, nothing is stored or sent until it is read)",
+                    &why,
+                );
+                return Err(());
+            }
+        };
+        self.adopt_state(&state, rewrite);
+        Ok(())
+    }
+
+    /// Takes in the state read from the file: its identity replaces the
+    /// provisional one (in the events waiting here too), and its consent
+    /// applies unless the app chose since.
+    fn adopt_state(&mut self, state: &State, rewrite: bool) {
+        let shared = self.shared;
+        *lock(&shared.reservation) = Reservation {
+            owner: state.seq_owner.clone(),
+            up_to: state.seq_reserved,
+        };
+        let stored = state.identity();
+        *shared
+            .stored_identity
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(std::sync::Arc::new(stored.clone()));
+        let current = shared.identity();
+        let identity = if current.anonymous_id == shared.provisional.anonymous_id {
+            // identify() may have set a user id meanwhile; reset() would have
+            // replaced the provisional id, and then its identity stands.
+            Identity {
+                anonymous_id: stored.anonymous_id.clone(),
+                user_id: current.user_id.clone().or(stored.user_id.clone()),
+            }
+        } else {
+            (*current).clone()
+        };
+        let changed = identity != stored;
+        *shared
+            .identity
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(identity);
+        let chosen = shared.consent_chosen.load(Ordering::SeqCst);
+        if !chosen && !state.enabled {
+            shared.enabled.store(false, Ordering::SeqCst);
+            shared.opt_outs.fetch_add(1, Ordering::SeqCst);
+        }
+        if rewrite || changed || chosen {
+            shared.identity_dirty.store(true, Ordering::Release);
+        }
+        shared.state_pending.store(false, Ordering::SeqCst);
+        // The events already here: the stored identity, and the consent check
+        // they passed on arrival, again.
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        for mut built in pending {
+            settle_identity(shared, &mut built);
+            if shared.is_enabled() && built.consent_epoch == shared.opt_outs.load(Ordering::SeqCst)
+            {
+                self.pending_bytes += built.json.len() as u64;
+                self.pending.push(built);
+            } else {
+                let c = &shared.counters;
+                c.inc(&c.dropped_opt_out, 1);
+                shared.release_buffer(1, built.json.len() as u64);
+            }
+        }
+        shared.signal(|s| s.generation += 1);
+    }
+
     fn ensure_open(&mut self) -> Result<(), ()> {
         let shared = self.shared;
         let mut store = lock(&shared.store);
@@ -531,4 +640,36 @@ pub(crate) fn log_recovery(shared: &Shared, recovered: Result<Reset, String>) {
         }
         Err(e) => shared.storage_error("replacing a corrupt database", &e),
     }
+}
+
+/// An event recorded before the state file was read carries the provisional
+/// anonymous id: it gets the stored one (and the stored user id if it had none).
+fn settle_identity(shared: &Shared, built: &mut Built) {
+    if built.identity.anonymous_id != shared.provisional.anonymous_id {
+        return;
+    }
+    let stored = shared
+        .stored_identity
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let Some(stored) = stored else { return };
+    let mut from = String::from("\"anonymousId\":");
+    push_json_str(&mut from, &shared.provisional.anonymous_id);
+    let mut to = String::from("\"anonymousId\":");
+    push_json_str(&mut to, &stored.anonymous_id);
+    let user_id = match (&built.identity.user_id, &stored.user_id) {
+        (Some(own), _) => Some(own.clone()),
+        (None, Some(stored_user)) => {
+            to.push_str(",\"userId\":");
+            push_json_str(&mut to, stored_user);
+            Some(stored_user.clone())
+        }
+        (None, None) => None,
+    };
+    built.json = built.json.replacen(&from, &to, 1);
+    built.identity = std::sync::Arc::new(Identity {
+        anonymous_id: stored.anonymous_id.clone(),
+        user_id,
+    });
 }

@@ -493,6 +493,74 @@ fn opt_out_and_identity_survive_a_corrupt_database() {
     assert_eq!(server.request_count(), 0);
 }
 
+/// The consent and identity file is read on the writer thread, and a file
+/// that cannot be read for now (an I/O error: iOS data protection before the
+/// first unlock) is retried, never taken for opted out nor replaced. Made
+/// unreadable here by putting a directory in its place. Events recorded
+/// meanwhile wait in memory; once the file is readable they get the stored
+/// identity, or are dropped (counted) if the user had opted out.
+#[test]
+fn a_consent_file_that_cannot_be_read_yet_is_retried_not_replaced() {
+    for opted_out in [false, true] {
+        let server = TestServer::start();
+        let dir = temp_dir();
+        let cfg = test_config(&server.url(), dir.path());
+        let c1 = Client::new(cfg.clone(), None).unwrap();
+        c1.identify("u-1".into(), String::new()).unwrap();
+        let anonymous_id = c1.anonymous_id();
+        if opted_out {
+            c1.set_enabled(false);
+        }
+        assert!(c1.flush_blocking(5_000) != FlushResult::TimedOut { pending: 1 });
+        c1.shutdown(1_000);
+        drop(c1);
+        let requests_before = server.request_count();
+
+        let file = dir.path().join("tributary.state.json");
+        let aside = dir.path().join("state.aside");
+        std::fs::rename(&file, &aside).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        let c2 = reopen(&cfg, None);
+        for i in 0..3 {
+            c2.track("During".into(), props(i, 0)).unwrap();
+        }
+        assert!(
+            !c2.await_ready(300),
+            "nothing opens before the consent is known"
+        );
+        assert_eq!(
+            c2.stats().queued_events,
+            0,
+            "nothing stored before the consent is known"
+        );
+        std::fs::remove_dir(&file).unwrap();
+        std::fs::rename(&aside, &file).unwrap();
+        assert!(c2.await_ready(10_000));
+        let result = c2.flush_blocking(10_000);
+        let s = c2.stats();
+        if opted_out {
+            assert_eq!(result, FlushResult::Disabled);
+            assert_eq!(s.dropped_opt_out, 3, "{s:?}");
+            assert_eq!(server.request_count(), requests_before);
+        } else {
+            assert_eq!(result, FlushResult::Delivered, "{s:?}");
+            let events: Vec<_> = server.requests().iter().flat_map(|r| r.events()).collect();
+            let during: Vec<_> = events.iter().filter(|e| e["event"] == "During").collect();
+            assert_eq!(during.len(), 3);
+            for e in during {
+                assert_eq!(e["anonymousId"], anonymous_id.as_str(), "{e}");
+                assert_eq!(e["userId"], "u-1", "{e}");
+            }
+        }
+        assert_eq!(c2.anonymous_id(), anonymous_id);
+        assert_eq!(c2.user_id().as_deref(), Some("u-1"));
+        c2.shutdown(1_000);
+        let stored = std::fs::read_to_string(&file).unwrap();
+        assert!(stored.contains(&anonymous_id), "{stored}");
+        assert_eq!(stored.contains("\"enabled\":false"), opted_out, "{stored}");
+    }
+}
+
 #[test]
 fn opting_out_deletes_the_corrupt_copies() {
     let server = TestServer::start();

@@ -27,7 +27,6 @@ use crate::logger::Log;
 use crate::queue::Store;
 use crate::shared::{Counters, Shared, Signals, lock};
 use crate::state::{Reservation, StateFile};
-use crate::store_lock::StoreLock;
 use crate::supervise::supervise;
 use crate::writer::{self, Msg, STOP_GIVE_UP};
 use crate::{Config, DeviceContext, FlushResult, Logger, Stats, TributaryError};
@@ -451,7 +450,6 @@ impl Client {
 
     fn open(config: Config, log: Log) -> Result<Self, TributaryError> {
         let dir = Path::new(&config.storage_dir).to_path_buf();
-        let dir_lock = StoreLock::acquire(&dir)?;
         let counters = Arc::new(Counters::default());
         let store = Store::unopened(&dir, counters.clone()).map_err(|e| {
             TributaryError::StorageUnavailable {
@@ -496,7 +494,8 @@ impl Client {
             signals_cv: Condvar::new(),
             closed: AtomicBool::new(false),
             recording: AtomicUsize::new(0),
-            dir_lock: Mutex::new(Some(dir_lock)),
+            // Taken by the writer thread before it touches any file.
+            dir_lock: Mutex::new(None),
         });
         let (tx, rx) = channel();
         let spawn_failed = |e: std::io::Error| TributaryError::StorageUnavailable {

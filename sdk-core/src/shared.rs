@@ -198,9 +198,10 @@ pub(crate) struct Shared {
     /// `closed`, both `SeqCst`, it lets the stopping writer know when no
     /// event can arrive any more (see `writer`).
     pub recording: AtomicUsize,
-    /// The directory lock. It lives as long as any thread may touch the files:
-    /// released by `shutdown` once the threads are done, or when the last of
-    /// them lets go of this struct.
+    /// The directory lock, taken by the writer before it touches any file
+    /// (retried while another client holds it). It lives as long as any thread
+    /// may touch the files: released by `shutdown` once the threads are done,
+    /// or when the last of them lets go of this struct.
     pub dir_lock: Mutex<Option<StoreLock>>,
 }
 

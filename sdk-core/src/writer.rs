@@ -30,6 +30,7 @@ use crate::event::{Built, Identity, push_json_str};
 use crate::queue::{Numbering, Reset, Store, is_corruption, read_legacy_meta};
 use crate::shared::{Shared, lock};
 use crate::state::{Loaded, Reservation, State};
+use crate::store_lock::StoreLock;
 
 /// Sequence numbers are reserved in the state file this many at a time, so
 /// the file is rewritten once per this many events, not per commit.
@@ -351,6 +352,7 @@ impl Writer<'_> {
         if !shared.state_pending.load(Ordering::SeqCst) {
             return Ok(());
         }
+        self.ensure_locked()?;
         let loaded = lock(&shared.state_file).load();
         let (state, rewrite) = match loaded {
             Loaded::Found(state) => (state, false),
@@ -386,6 +388,32 @@ impl Writer<'_> {
         };
         self.adopt_state(&state, rewrite);
         Ok(())
+    }
+
+    /// Takes the directory lock (no other client may use these files). Held
+    /// by another client, or a directory that cannot be used: reported and
+    /// retried like any storage error; events wait in memory.
+    fn ensure_locked(&mut self) -> Result<(), ()> {
+        let shared = self.shared;
+        let mut held = lock(&shared.dir_lock);
+        if held.is_some() {
+            return Ok(());
+        }
+        let dir = lock(&shared.store).dir().to_path_buf();
+        match StoreLock::acquire(&dir) {
+            Ok(taken) => {
+                *held = Some(taken);
+                Ok(())
+            }
+            Err(e) => {
+                drop(held);
+                shared.storage_error(
+                    "taking the storage directory (retrying; events wait in memory)",
+                    &e,
+                );
+                Err(())
+            }
+        }
     }
 
     /// Takes in the state read from the file: its identity replaces the
@@ -558,10 +586,17 @@ impl Writer<'_> {
         shared.release_buffer(n, self.pending_bytes);
         self.pending.clear();
         self.pending_bytes = 0;
+        // Files are touched only with the directory lock held (another client
+        // may own the directory); without it the purge is retried.
+        let locked = lock(&shared.dir_lock).is_some();
         let mut store = lock(&shared.store);
         // Corrupt copies hold the user's data too; they go even if the
         // database itself cannot be opened right now.
-        let left = crate::queue::remove_corrupt_copies(store.dir());
+        let left = if locked {
+            crate::queue::remove_corrupt_copies(store.dir())
+        } else {
+            0
+        };
         let result = if store.is_open() {
             store.purge()
         } else {

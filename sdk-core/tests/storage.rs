@@ -284,32 +284,34 @@ fn a_database_with_a_valid_header_and_garbage_pages_is_moved_aside() {
     corrupt_database_is_moved_aside(&garbage);
 }
 
+/// The directory lock is taken on the writer thread (the constructor does no
+/// disk I/O): a second client on the same directory is created, reports the
+/// problem (logger, `Stats::last_error`, `await_ready` false), keeps what it
+/// records in memory, and takes over once the first one shuts down.
 #[test]
-fn two_clients_on_one_directory_get_storage_unavailable() {
+fn a_second_client_on_one_directory_waits_for_it_and_says_why() {
     let server = TestServer::start();
     let dir = temp_dir();
     let cfg = test_config(&server.url(), dir.path());
     let first = Client::new(cfg.clone(), None).unwrap();
-    match Client::new(cfg.clone(), None) {
-        Err(TributaryError::StorageUnavailable { path, cause }) => {
-            assert!(
-                path.contains(&*dir.path().to_string_lossy()),
-                "path {path:?} should name the directory"
-            );
-            assert!(!cause.is_empty());
-        }
-        Err(other) => panic!("expected StorageUnavailable, got {other}"),
-        Ok(_) => panic!("a second client on the same directory must be refused"),
-    }
-    // The first one is unaffected, and the lock is released by shutdown.
-    first.track("E".into(), props(0, 0)).unwrap();
-    assert_eq!(first.flush_blocking(10_000), FlushResult::Delivered);
-    first.shutdown(1_000);
-    drop(first);
-    let again = reopen(&cfg, None);
-    again.track("E".into(), props(1, 0)).unwrap();
-    assert_eq!(again.flush_blocking(10_000), FlushResult::Delivered);
-    assert_eq!(server.accepted_seqs(), vec![0, 1]);
+    assert!(first.await_ready(10_000));
+    let second = Client::new(cfg.clone(), None).unwrap();
+    second.track("Second".into(), props(0, 0)).unwrap();
+    assert!(!second.await_ready(500));
+    let why = second.stats().last_error.unwrap_or_default();
+    assert!(why.contains("another Tributary client"), "{why}");
+    assert!(why.contains(&*dir.path().to_string_lossy()), "{why}");
+    // The first one is unaffected; once it is shut down the second takes over.
+    first.track("First".into(), props(1, 0)).unwrap();
+    assert_eq!(first.shutdown(10_000), FlushResult::Delivered);
+    assert!(second.await_ready(10_000));
+    assert_eq!(second.flush_blocking(10_000), FlushResult::Delivered);
+    let events: Vec<_> = server.requests().iter().flat_map(|r| r.events()).collect();
+    let names: Vec<_> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names, ["First", "Second"]);
 }
 
 #[test]
@@ -397,19 +399,18 @@ fn opting_out_deletes_queued_data_and_sends_nothing() {
 }
 
 #[test]
-fn storage_dir_that_cannot_be_used_is_storage_unavailable() {
+fn a_storage_dir_that_cannot_be_used_is_reported_not_thrown() {
     let server = TestServer::start();
     let dir = temp_dir();
     let file = dir.path().join("not-a-directory");
     std::fs::write(&file, b"x").unwrap();
     let cfg = test_config(&server.url(), Path::new(&file));
-    match Client::new(cfg, None) {
-        Err(TributaryError::StorageUnavailable { path, .. }) => {
-            assert!(path.contains("not-a-directory"), "{path}")
-        }
-        Err(other) => panic!("expected StorageUnavailable, got {other}"),
-        Ok(_) => panic!("a file is not a storage directory"),
-    }
+    let client = Client::new(cfg, None).unwrap();
+    client.track("E".into(), props(0, 0)).unwrap();
+    assert!(!client.await_ready(500));
+    let why = client.stats().last_error.unwrap_or_default();
+    assert!(why.contains("not-a-directory"), "{why}");
+    assert_eq!(client.stats().buffered_events, 1);
 }
 
 #[test]

@@ -14,6 +14,7 @@ import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.CountDownLatch
 import java.util.concurrent.atomic.AtomicReference
 import kotlin.test.assertEquals
+import kotlin.test.assertFalse
 import kotlin.test.assertFailsWith
 import kotlin.test.assertIs
 import kotlin.test.assertNotEquals
@@ -73,7 +74,7 @@ object ClientTests {
         TestCase("client: identify, screen, group, alias, reset") { identityCalls() },
         TestCase("client: invalid config arrives as TributaryException.InvalidConfig") { invalidConfig() },
         TestCase("client: a too large event is dropped, logged and counted, not thrown") { tooLarge() },
-        TestCase("client: unusable or taken storage arrives as StorageUnavailable") { storageErrors() },
+        TestCase("client: unusable or taken storage is reported, not thrown, and waited for") { storageErrors() },
         TestCase("client: recording after shutdown does not throw; dropped, logged and counted") { afterShutdown() },
         TestCase("client: values JSON cannot hold are converted, not refused") { kotlinSideErrors() },
         TestCase("client: logger is called from Rust threads; a throwing logger is harmless") { loggerThreads() },
@@ -215,22 +216,30 @@ object ClientTests {
     }
 
     private fun storageErrors() = withTempDir { dir ->
+        // The constructor touches no file: storage problems are reported, not thrown.
         val file = File(dir, "not-a-dir").apply { writeText("x") }
-        val e = assertFailsWith<TributaryException.StorageUnavailable> {
-            Tributary(testConfig("http://127.0.0.1:9", file), null)
-        }
-        assertTrue(e.message!!.contains(file.path), e.message)
-        val first = Tributary(testConfig("http://127.0.0.1:9", dir), null)
+        val broken = Tributary(testConfig("http://127.0.0.1:9", file), null)
         try {
-            val taken = assertFailsWith<TributaryException.StorageUnavailable> {
-                Tributary(testConfig("http://127.0.0.1:9", dir), null)
-            }
-            assertTrue(taken.message!!.contains("another"), taken.message)
+            assertFalse(broken.awaitReady(300))
+            val why = broken.stats().lastError ?: ""
+            assertTrue(why.contains(file.path), why)
+        } finally {
+            broken.shutdown(0)
+        }
+        val first = Tributary(testConfig("http://127.0.0.1:9", dir), null)
+        assertTrue(first.awaitReady(10_000))
+        val second = Tributary(testConfig("http://127.0.0.1:9", dir), null)
+        try {
+            assertFalse(second.awaitReady(300))
+            val why = second.stats().lastError ?: ""
+            assertTrue(why.contains("another"), why)
+            // Shutting the first one down releases the directory to the second.
+            first.shutdown(0)
+            assertTrue(second.awaitReady(10_000))
         } finally {
             first.shutdown(0)
+            second.shutdown(0)
         }
-        // Shutting down releases the directory.
-        Tributary(testConfig("http://127.0.0.1:9", dir), null).close()
     }
 
     private fun afterShutdown() {

@@ -34,7 +34,8 @@
 //! # Ok::<(), tributary::TributaryError>(())
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 uniffi::setup_scaffolding!("tributary");
 

@@ -3,6 +3,9 @@
 //! clients, or `device` child processes that can be SIGKILLed), and the
 //! storage check that every recorded event is stored exactly once.
 
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
 pub mod binaries;
 pub mod devproc;
 pub mod http;

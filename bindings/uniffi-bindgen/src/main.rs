@@ -1,3 +1,7 @@
+//! uniffi-bindgen: generates the Kotlin bindings from the sdk-core cdylib (library mode).
+
+#![deny(missing_docs)]
+
 fn main() {
     uniffi::uniffi_bindgen_main()
 }

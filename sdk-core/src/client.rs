@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use crate::event::{self, Fields, Identity, Kind};
 use crate::logger::Log;
-use crate::queue::Store;
 use crate::shared::{Counters, Shared, Signals, lock};
 use crate::state::{Reservation, StateFile};
+use crate::store::Store;
 use crate::supervise::supervise;
 use crate::writer::{self, Msg, STOP_GIVE_UP};
 use crate::{Config, DeviceContext, FlushResult, Logger, Stats, TributaryError};

@@ -16,11 +16,11 @@
 use std::time::{Duration, Instant};
 
 use crate::LogLevel;
-use crate::batch::{Batch, Limits, Removed};
 use crate::event::now_ms;
-use crate::queue::is_corruption;
 use crate::retry;
 use crate::shared::{Shared, lock};
+use crate::store::is_corruption;
+use crate::store::{Batch, Limits, Removed, Store};
 use crate::upload::{Outcome, Rejection, Uploader};
 
 /// How often the age limit is enforced even when nothing else happens.
@@ -329,107 +329,28 @@ fn apply(
     // The counters are updated before the store lock is released, so a
     // flush_blocking that sees the events gone also sees them counted.
     let mut store = lock(&shared.store);
-    let (result, step) = {
-        match &outcome {
-            Outcome::Delivered { rejected } => {
-                let indices = indices(rejected);
-                log_rejections(&mut logs, batch, rejected);
-                let result = store
-                    .finish_batch(batch, &indices, round_goes_on.then_some((limits, now)))
-                    .map(|(removed, next)| {
-                        *prepared = next.map(|batch| Prepared {
-                            batch,
-                            removals: store.removals(),
-                        });
-                        removed
-                    });
-                (result, Step::Progress)
-            }
-            Outcome::RejectedEvents { rejected } => {
-                let indices = indices(rejected);
-                log_rejections(&mut logs, batch, rejected);
-                (
-                    store.reject_and_rebatch(batch, &indices, now),
-                    Step::Progress,
-                )
-            }
-            Outcome::RejectedBatch { reason } => {
-                logs.push((
-                    LogLevel::Warn,
-                    format!(
-                        "server rejected batch {} ({} events dropped): {reason}",
-                        batch.key,
-                        batch.events.len()
-                    ),
-                ));
-                (store.drop_batch(batch), Step::Progress)
-            }
-            Outcome::TooLarge => {
-                let msg = if batch.events.len() <= 1 {
-                    format!(
-                        "server answered 413 for a single event in batch {}: dropped",
-                        batch.key
-                    )
-                } else {
-                    format!(
-                        "server answered 413 for batch {}: splitting it in two",
-                        batch.key
-                    )
-                };
-                logs.push((LogLevel::Warn, msg));
-                (store.split_batch(batch, now), Step::Progress)
-            }
-            Outcome::KeyReused => {
-                logs.push((
-                    LogLevel::Warn,
-                    format!(
-                        "server says key {} was used before with other events (some were evicted since): sending the batch under a new key",
-                        batch.key
-                    ),
-                ));
-                (store.rekey_batch(batch, now), Step::Progress)
-            }
-            Outcome::Unauthorized { status } => {
-                let msg = format!(
-                    "server refused the write key (HTTP {status}); uploads paused until set_write_key or restart, data kept"
-                );
-                counters.set_last_error(msg.clone());
-                logs.push((LogLevel::Error, msg));
-                (Ok(Removed::default()), Step::Unauthorized)
-            }
-            Outcome::Retry {
-                reason,
-                retry_after,
-            } => {
-                let attempts = batch.attempts.saturating_add(1);
-                let delay = retry::delay(
-                    attempts,
-                    Duration::from_millis(shared.config.retry_base_delay_ms),
-                    Duration::from_millis(shared.config.retry_max_delay_ms),
-                    *retry_after,
-                );
-                let at = now.saturating_add(delay.as_millis() as i64);
-                counters.inc(&counters.retries, 1);
-                counters.set_last_error(reason.clone());
-                logs.push((
-                    LogLevel::Warn,
-                    format!(
-                        "upload of batch {} failed (attempt {attempts}): {reason}; retrying in {} ms",
-                        batch.key,
-                        delay.as_millis()
-                    ),
-                ));
-                let server_floor = retry_after.map_or(0, |floor| {
-                    now.saturating_add(floor.min(delay).as_millis() as i64)
-                });
-                (
-                    store
-                        .schedule_retry(batch, attempts, at)
-                        .map(|_| Removed::default()),
-                    Step::WaitUntil(at, server_floor),
-                )
-            }
-        }
+    let mut ctx = Applying {
+        shared,
+        batch,
+        now,
+        logs: &mut logs,
+    };
+    let (result, step) = match &outcome {
+        Outcome::Delivered { rejected } => ctx.delivered(
+            &mut store,
+            rejected,
+            round_goes_on.then_some(limits),
+            prepared,
+        ),
+        Outcome::RejectedEvents { rejected } => ctx.rejected_events(&mut store, rejected),
+        Outcome::RejectedBatch { reason } => ctx.rejected_batch(&mut store, reason),
+        Outcome::TooLarge => ctx.too_large(&mut store),
+        Outcome::KeyReused => ctx.key_reused(&mut store),
+        Outcome::Unauthorized { status } => ctx.unauthorized(*status),
+        Outcome::Retry {
+            reason,
+            retry_after,
+        } => ctx.retry(&mut store, reason, *retry_after),
     };
     let step = match result {
         Ok(removed) => {
@@ -467,6 +388,137 @@ fn apply(
         counters.set_in_flight(None);
     }
     step
+}
+
+/// What applying one outcome needs; one method per outcome, each returning
+/// the database change and what the uploader does next.
+struct Applying<'a> {
+    shared: &'a Shared,
+    batch: &'a Batch,
+    now: i64,
+    logs: &'a mut Vec<(LogLevel, String)>,
+}
+
+type Applied = (rusqlite::Result<Removed>, Step);
+
+impl Applying<'_> {
+    /// 2xx: the batch's events go; the next batch is made in the same
+    /// transaction when the round goes on.
+    fn delivered(
+        &mut self,
+        store: &mut Store,
+        rejected: &[Rejection],
+        next: Option<Limits>,
+        prepared: &mut Option<Prepared>,
+    ) -> Applied {
+        let indices = indices(rejected);
+        log_rejections(self.logs, self.batch, rejected);
+        let result = store
+            .finish_batch(self.batch, &indices, next.map(|limits| (limits, self.now)))
+            .map(|(removed, next)| {
+                *prepared = next.map(|batch| Prepared {
+                    batch,
+                    removals: store.removals(),
+                });
+                removed
+            });
+        (result, Step::Progress)
+    }
+
+    /// 400 listing events: they go, the rest is sent again in a new batch.
+    fn rejected_events(&mut self, store: &mut Store, rejected: &[Rejection]) -> Applied {
+        let indices = indices(rejected);
+        log_rejections(self.logs, self.batch, rejected);
+        (
+            store.reject_and_rebatch(self.batch, &indices, self.now),
+            Step::Progress,
+        )
+    }
+
+    /// 400 without a list: the whole batch goes (counted).
+    fn rejected_batch(&mut self, store: &mut Store, reason: &str) -> Applied {
+        self.logs.push((
+            LogLevel::Warn,
+            format!(
+                "server rejected batch {} ({} events dropped): {reason}",
+                self.batch.key,
+                self.batch.events.len()
+            ),
+        ));
+        (store.drop_batch(self.batch), Step::Progress)
+    }
+
+    /// 413: split in two (a single event is dropped, counted).
+    fn too_large(&mut self, store: &mut Store) -> Applied {
+        let msg = if self.batch.events.len() <= 1 {
+            format!(
+                "server answered 413 for a single event in batch {}: dropped",
+                self.batch.key
+            )
+        } else {
+            format!(
+                "server answered 413 for batch {}: splitting it in two",
+                self.batch.key
+            )
+        };
+        self.logs.push((LogLevel::Warn, msg));
+        (store.split_batch(self.batch, self.now), Step::Progress)
+    }
+
+    /// 422 `idempotency_key_reused`: the same events under a new key.
+    fn key_reused(&mut self, store: &mut Store) -> Applied {
+        self.logs.push((
+            LogLevel::Warn,
+            format!(
+                "server says key {} was used before with other events (some were evicted since): sending the batch under a new key",
+                self.batch.key
+            ),
+        ));
+        (store.rekey_batch(self.batch, self.now), Step::Progress)
+    }
+
+    /// 401/403: keep everything, pause uploads.
+    fn unauthorized(&mut self, status: u16) -> Applied {
+        let msg = format!(
+            "server refused the write key (HTTP {status}); uploads paused until set_write_key or restart, data kept"
+        );
+        self.shared.counters.set_last_error(msg.clone());
+        self.logs.push((LogLevel::Error, msg));
+        (Ok(Removed::default()), Step::Unauthorized)
+    }
+
+    /// A failed attempt: the next one after the backoff (and `Retry-After`).
+    fn retry(&mut self, store: &mut Store, reason: &str, retry_after: Option<Duration>) -> Applied {
+        let (shared, batch, now) = (self.shared, self.batch, self.now);
+        let counters = &shared.counters;
+        let attempts = batch.attempts.saturating_add(1);
+        let delay = retry::delay(
+            attempts,
+            Duration::from_millis(shared.config.retry_base_delay_ms),
+            Duration::from_millis(shared.config.retry_max_delay_ms),
+            retry_after,
+        );
+        let at = now.saturating_add(delay.as_millis() as i64);
+        counters.inc(&counters.retries, 1);
+        counters.set_last_error(reason.to_string());
+        self.logs.push((
+            LogLevel::Warn,
+            format!(
+                "upload of batch {} failed (attempt {attempts}): {reason}; retrying in {} ms",
+                batch.key,
+                delay.as_millis()
+            ),
+        ));
+        let server_floor = retry_after.map_or(0, |floor| {
+            now.saturating_add(floor.min(delay).as_millis() as i64)
+        });
+        (
+            store
+                .schedule_retry(batch, attempts, at)
+                .map(|_| Removed::default()),
+            Step::WaitUntil(at, server_floor),
+        )
+    }
 }
 
 fn indices(rejected: &[Rejection]) -> Vec<usize> {

@@ -9,22 +9,27 @@
 //! - Recording calls (`track`, `identify`, ...) validate and build the event
 //!   JSON on the caller's thread (module `event`) and hand it to the writer
 //!   thread over a channel bounded in bytes by `Config::max_buffer_bytes`
-//!   (module `writer`). No disk I/O happens on the caller's thread, and the
-//!   constructor does not open the database: the writer does, retrying
-//!   transient errors (`Client::await_ready`).
+//!   (module `writer`). No disk I/O happens on the caller's thread, the
+//!   constructor's included: the writer takes the directory lock, reads the
+//!   consent file and opens the database, retrying transient errors
+//!   (`Client::await_ready`).
 //! - The writer group-commits everything pending into SQLite in WAL mode with
-//!   `synchronous = FULL` (module `queue`, which documents the files and the
-//!   schema), and evicts past `max_queue_bytes` (module `evict`). Consent and
-//!   identity live in their own file (module `state`).
+//!   `synchronous = FULL` (folder `store/`: `mod.rs` documents the files and
+//!   the schema; `batch.rs` batches, `evict.rs` eviction, `recovery.rs`
+//!   corrupt databases, `lock.rs` the directory lock). Consent and identity
+//!   live in their own file (module `state`); the counters behind `Stats` in
+//!   module `counters`.
 //! - Every call returns within a stated bound whatever the disk does (module
 //!   `client`), and every recorded event is counted in `Stats` wherever it
 //!   ends: `restored + recorded = uploaded + queued + buffered + dropped_*`.
 //! - The delivery thread (module `delivery`) makes batches with a persisted
-//!   membership and idempotency key (module `batch`), sends them in Segment's
-//!   `/v1/batch` format (module `upload`), and retries with persisted
-//!   exponential backoff and full jitter (module `retry`).
-//! - One client per storage directory is enforced with a file lock (module
-//!   `store_lock`).
+//!   membership and idempotency key (`store/batch.rs`), sends them in Segment's
+//!   `/v1/batch` format (module `upload`; the answer is classified by the
+//!   `tributary-protocol` crate), applies each outcome (one method per outcome
+//!   in `delivery`), and retries with persisted exponential backoff and full
+//!   jitter (module `retry`).
+//! - One client per storage directory is enforced with a file lock
+//!   (`store/lock.rs`), taken by the writer.
 //!
 //! ```no_run
 //! use tributary::{Client, Config};
@@ -39,20 +44,19 @@
 
 uniffi::setup_scaffolding!("tributary");
 
-mod batch;
 mod client;
 mod config;
+mod counters;
 mod delivery;
 mod error;
 mod event;
-mod evict;
 mod logger;
-mod queue;
 mod retry;
 mod shared;
 mod state;
-mod store_lock;
+mod store;
 mod supervise;
+mod sync;
 mod types;
 mod upload;
 mod writer;

@@ -27,10 +27,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use crate::event::{Built, Identity, push_json_str};
-use crate::queue::{Numbering, Reset, Store, is_corruption, read_legacy_meta};
 use crate::shared::{Shared, lock};
 use crate::state::{Loaded, Reservation, State};
-use crate::store_lock::StoreLock;
+use crate::store::StoreLock;
+use crate::store::{Numbering, Reset, Store, StoreError, is_corruption, read_legacy_meta};
 
 /// Sequence numbers are reserved in the state file this many at a time, so
 /// the file is rewritten once per this many events, not per commit.
@@ -593,7 +593,7 @@ impl Writer<'_> {
         // Corrupt copies hold the user's data too; they go even if the
         // database itself cannot be opened right now.
         let left = if locked {
-            crate::queue::remove_corrupt_copies(store.dir())
+            crate::store::remove_corrupt_copies(store.dir())
         } else {
             0
         };
@@ -655,7 +655,7 @@ fn after_commit(shared: &Shared, evicted: rusqlite::Result<u64>) {
 }
 
 /// Logs the outcome of replacing a corrupt database.
-pub(crate) fn log_recovery(shared: &Shared, recovered: Result<Reset, String>) {
+pub(crate) fn log_recovery(shared: &Shared, recovered: Result<Reset, StoreError>) {
     match recovered {
         Ok(reset) => {
             let lost = match reset.lost {

@@ -10,7 +10,7 @@
 
 use rusqlite::params;
 
-use crate::queue::Store;
+use super::Store;
 
 impl Store {
     /// Deletes events recorded before `cutoff_ms`. Returns how many.

@@ -2,7 +2,7 @@
 //!
 //! # Files
 //! - `<storage_dir>/tributary.sqlite3` — the database (plus SQLite's `-wal` and `-shm`).
-//! - `<storage_dir>/tributary.lock` — the directory lock (see `store_lock`).
+//! - `<storage_dir>/tributary.lock` — the directory lock (see `lock.rs`).
 //! - `<storage_dir>/tributary.sqlite3.corrupt-<unix_ms>` — a database found
 //!   corrupt and moved aside (its `-wal`/`-shm` get the same suffix); at most
 //!   [`MAX_CORRUPT_COPIES`], none older than 7 days; opting out deletes them.
@@ -39,14 +39,24 @@
 //! (`NORMAL` would survive app kills but could lose the last commits on power
 //! loss, which breaks the "recorded = delivered" promise.)
 
+mod batch;
+mod evict;
+mod lock;
+mod recovery;
+
+pub(crate) use batch::{Batch, Limits, Removed};
+pub(crate) use lock::StoreLock;
+use recovery::{move_aside, requeue, salvage};
+pub(crate) use recovery::{read_legacy_meta, remove_corrupt_copies};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
+use crate::counters::Counters;
 use crate::event::{Built, Identity};
-use crate::shared::Counters;
 
 /// Name of the database file inside the storage directory.
 pub(crate) const DB_FILE_NAME: &str = "tributary.sqlite3";
@@ -74,11 +84,41 @@ PRAGMA user_version = 1;
 /// Why opening a database file failed.
 enum OpenError {
     /// The file is not a database or fails its integrity check: replace it.
-    Corrupt(String),
+    Corrupt(StoreError),
     /// Anything else (the file cannot be opened yet, I/O error, disk full,
     /// locked): transient as far as we can tell, so retried later. On iOS a
     /// file under data protection cannot be opened before the first unlock.
-    Transient(String),
+    Transient(StoreError),
+}
+
+/// An error of the queue database, with its source.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// SQLite refused an operation.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// The journal could not be switched to WAL.
+    #[error("cannot switch the journal to WAL (got {0})")]
+    NotWal(String),
+    /// `PRAGMA quick_check` found damage.
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
+    /// A corrupt database could not be moved aside.
+    #[error("the database is corrupt ({why}) and cannot be moved aside: {source}")]
+    MoveAside {
+        /// Why it was judged corrupt.
+        why: String,
+        /// The rename's error.
+        source: std::io::Error,
+    },
+}
+
+impl OpenError {
+    fn into_inner(self) -> StoreError {
+        match self {
+            OpenError::Corrupt(e) | OpenError::Transient(e) => e,
+        }
+    }
 }
 
 /// True for errors that mean the database file itself is damaged.
@@ -154,37 +194,36 @@ impl Store {
     /// Opens the database file. A corrupt one is salvaged, moved aside and
     /// replaced (returned as `Some(Reset)`); any other error is returned for a
     /// later retry and leaves the file alone.
-    pub(crate) fn open_file(&mut self) -> Result<Option<Reset>, String> {
+    pub(crate) fn open_file(&mut self) -> Result<Option<Reset>, StoreError> {
         match open_checked(&self.path) {
             Ok(conn) => {
                 self.install(conn)?;
                 Ok(None)
             }
-            Err(OpenError::Transient(why)) => Err(why),
-            Err(OpenError::Corrupt(why)) => self.replace_corrupt(why).map(Some),
+            Err(OpenError::Transient(e)) => Err(e),
+            Err(OpenError::Corrupt(why)) => self.replace_corrupt(why.to_string()).map(Some),
         }
     }
 
     /// At run time, after an operation reported corruption: salvages what it
     /// can, moves the file aside and starts a fresh database.
-    pub(crate) fn recover(&mut self) -> Result<Reset, String> {
+    pub(crate) fn recover(&mut self) -> Result<Reset, StoreError> {
         self.replace_corrupt("SQLite reported corruption".into())
     }
 
-    fn install(&mut self, conn: Connection) -> Result<(), String> {
+    fn install(&mut self, conn: Connection) -> Result<(), StoreError> {
         let stored: i64 = conn
             .query_row(
                 "SELECT MAX(COALESCE((SELECT MAX(id) FROM events), 0), \
                  COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_event_id'), 0))",
                 [],
                 |r| r.get(0),
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
         self.last_id = self.last_id.max(stored);
         self.conn = conn;
         self.open = true;
         self.note_removal();
-        self.refresh_counts().map_err(|e| e.to_string())
+        Ok(self.refresh_counts()?)
     }
 
     /// The sequence state stored with the last group: its owner (an anonymous
@@ -208,23 +247,22 @@ impl Store {
     }
 
     /// Salvage, move aside, reopen, requeue the salvaged rows, count the rest.
-    fn replace_corrupt(&mut self, why: String) -> Result<Reset, String> {
+    fn replace_corrupt(&mut self, why: String) -> Result<Reset, StoreError> {
         // Events this handle knew to be queued (0 before the first open).
         let was_open = self.open;
         let known = self.counters.queued_events();
         // Close our handle first so nothing writes to the moved file.
-        let placeholder = Connection::open_in_memory().map_err(|e| e.to_string())?;
+        let placeholder = Connection::open_in_memory()?;
         drop(std::mem::replace(&mut self.conn, placeholder));
         self.open = false;
         let (rows, counted, last_written) = salvage(&self.path);
         let base = self.last_id.max(last_written.unwrap_or(0));
-        let moved = move_aside(&self.path).map_err(|e| {
-            format!("the database is corrupt ({why}) and cannot be moved aside: {e}")
+        let moved = move_aside(&self.path).map_err(|source| StoreError::MoveAside {
+            why: why.clone(),
+            source,
         })?;
-        let conn = open_checked(&self.path).map_err(|e| match e {
-            OpenError::Corrupt(m) | OpenError::Transient(m) => m,
-        })?;
-        let salvaged = requeue(&conn, &rows, base).map_err(|e| e.to_string())?;
+        let conn = open_checked(&self.path).map_err(OpenError::into_inner)?;
+        let salvaged = requeue(&conn, &rows, base)?;
         // At run time the counters know what was queued; at open, only the
         // damaged file can tell.
         let before = if was_open { Some(known) } else { counted };
@@ -402,9 +440,9 @@ fn write_identity(tx: &rusqlite::Transaction<'_>, identity: &Identity) -> rusqli
 fn open_checked(path: &Path) -> Result<Connection, OpenError> {
     let classify = |e: rusqlite::Error| {
         if is_corruption(&e) {
-            OpenError::Corrupt(e.to_string())
+            OpenError::Corrupt(e.into())
         } else {
-            OpenError::Transient(e.to_string())
+            OpenError::Transient(e.into())
         }
     };
     let conn = Connection::open(path).map_err(classify)?;
@@ -414,9 +452,7 @@ fn open_checked(path: &Path) -> Result<Connection, OpenError> {
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(classify)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(OpenError::Transient(format!(
-            "cannot switch the journal to WAL (got {mode})"
-        )));
+        return Err(OpenError::Transient(StoreError::NotWal(mode)));
     }
     conn.execute_batch("PRAGMA synchronous = FULL;")
         .map_err(classify)?;
@@ -424,211 +460,15 @@ fn open_checked(path: &Path) -> Result<Connection, OpenError> {
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(classify)?;
     if check != "ok" {
-        return Err(OpenError::Corrupt(format!(
-            "integrity check failed: {check}"
-        )));
+        return Err(OpenError::Corrupt(StoreError::Integrity(check)));
     }
     conn.execute_batch(SCHEMA).map_err(classify)?;
     Ok(conn)
 }
 
-/// At most this many corrupt databases are kept aside (for diagnosis); older
-/// ones are deleted, so a device that keeps hitting corruption cannot fill up.
-pub(crate) const MAX_CORRUPT_COPIES: usize = 2;
-
-/// Corrupt copies older than this are deleted (7 days).
-pub(crate) const MAX_CORRUPT_COPY_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
-
-/// The files of corrupt copies in `dir`, with the time in their name:
-/// `tributary.sqlite3[-wal|-shm].corrupt-<unix_ms>`.
-fn corrupt_copies(dir: &Path) -> Vec<(i64, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            let name = name.to_str()?;
-            let rest = name.strip_prefix(DB_FILE_NAME)?;
-            let (_, ms) = rest.split_once(".corrupt-")?;
-            Some((ms.parse().ok()?, entry.path()))
-        })
-        .collect()
-}
-
-/// Deletes corrupt copies beyond the newest [`MAX_CORRUPT_COPIES`] and those
-/// older than [`MAX_CORRUPT_COPY_AGE_MS`] at `now_ms`. Returns how many files
-/// it deleted. Best effort: a file that cannot be deleted is left.
-pub(crate) fn prune_corrupt_copies(dir: &Path, now_ms: i64) -> usize {
-    let copies = corrupt_copies(dir);
-    let mut stamps: Vec<i64> = copies.iter().map(|(t, _)| *t).collect();
-    stamps.sort_unstable_by(|a, b| b.cmp(a));
-    stamps.dedup();
-    let keep: Vec<i64> = stamps
-        .into_iter()
-        .filter(|t| now_ms.saturating_sub(*t) <= MAX_CORRUPT_COPY_AGE_MS)
-        .take(MAX_CORRUPT_COPIES)
-        .collect();
-    copies
-        .into_iter()
-        .filter(|(t, _)| !keep.contains(t))
-        .filter(|(_, path)| std::fs::remove_file(path).is_ok())
-        .count()
-}
-
-/// Deletes every corrupt copy (opting out deletes all queued data, including
-/// what was moved aside). Returns how many files remain undeletable.
-pub(crate) fn remove_corrupt_copies(dir: &Path) -> usize {
-    corrupt_copies(dir)
-        .into_iter()
-        .filter(|(_, path)| std::fs::remove_file(path).is_err())
-        .count()
-}
-
-/// The identity and opt-out flag an older version kept in the database's
-/// `meta` table, read once when the state file does not exist yet. `None`
-/// when there is no database (a new install) or it cannot be read.
-pub(crate) fn read_legacy_meta(dir: &Path) -> Option<(Identity, bool)> {
-    use rusqlite::OpenFlags;
-    let path = dir.join(DB_FILE_NAME);
-    if !path.exists() {
-        return None;
-    }
-    let conn = Connection::open_with_flags(
-        &path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .ok()?;
-    let get = |key: &str| {
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-            r.get::<_, String>(0)
-        })
-        .optional()
-    };
-    let anonymous_id = get("anonymous_id").ok()??;
-    let user_id = get("user_id").ok()?;
-    let enabled = get("enabled").ok()?.as_deref() != Some("0");
-    Some((
-        Identity {
-            anonymous_id,
-            user_id,
-        },
-        enabled,
-    ))
-}
-
-/// Reads what it can from a corrupt database: the events in id order until
-/// the first unreadable row, and how many events it held (`None` if that
-/// cannot be told).
-///
-/// The count is `COUNT(*)` when the table can still be counted; otherwise
-/// the rows read plus those after the last one read, from the id of the last
-/// event ever inserted (kept in `meta`, on other pages): events are only
-/// deleted oldest first, so every id after the damage was still queued.
-fn salvage(path: &Path) -> (Vec<(i64, String)>, Option<u64>, Option<i64>) {
-    use rusqlite::OpenFlags;
-    let Ok(conn) = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    ) else {
-        return (Vec::new(), None, None);
-    };
-    let counted = conn
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))
-        .ok()
-        .map(|n| n as u64);
-    let last_written: Option<i64> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'last_event_id'",
-            [],
-            |r| r.get::<_, String>(0),
-        )
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let mut rows = Vec::new();
-    let mut last_read = None;
-    if let Ok(mut stmt) = conn.prepare("SELECT id, created_at_ms, body FROM events ORDER BY id")
-        && let Ok(mut it) = stmt.query([])
-    {
-        // Stop at the first damaged page: everything before it is intact.
-        while let Ok(Some(row)) = it.next() {
-            match (
-                row.get::<_, i64>(0),
-                row.get::<_, i64>(1),
-                row.get::<_, String>(2),
-            ) {
-                (Ok(id), Ok(created), Ok(body)) => {
-                    last_read = Some(id);
-                    rows.push((created, body));
-                }
-                _ => break,
-            }
-        }
-    }
-    let estimated = match (last_written, last_read) {
-        (Some(written), Some(read)) => {
-            Some(rows.len() as u64 + written.saturating_sub(read) as u64)
-        }
-        _ => None,
-    };
-    (rows, counted.or(estimated), last_written.max(last_read))
-}
-
-/// Queues salvaged events in a fresh database (one transaction), with ids
-/// after `base` (ids never repeat); they keep their `messageId`, so one
-/// already delivered is deduplicated downstream.
-fn requeue(conn: &Connection, rows: &[(i64, String)], base: i64) -> rusqlite::Result<u64> {
-    conn.execute_batch("BEGIN")?;
-    let result = (|| {
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO events (id, created_at_ms, bytes, body) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        let mut id = base;
-        for (created, body) in rows {
-            id += 1;
-            insert.execute(params![id, created, body.len() as i64, body])?;
-        }
-        conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_event_id', ?1)",
-            [id.to_string()],
-        )?;
-        Ok(rows.len() as u64)
-    })();
-    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
-    result
-}
-
-/// Renames the database and its WAL/SHM files to `*.corrupt-<unix_ms>`, then
-/// prunes older copies.
-fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
-    let suffix = format!(".corrupt-{}", crate::event::now_ms());
-    let with_suffix = |p: &Path| {
-        let mut s = p.as_os_str().to_owned();
-        s.push(&suffix);
-        PathBuf::from(s)
-    };
-    let target = with_suffix(path);
-    std::fs::rename(path, &target)?;
-    for extra in ["-wal", "-shm"] {
-        let mut side = path.as_os_str().to_owned();
-        side.push(extra);
-        let side = PathBuf::from(side);
-        if side.exists() {
-            // Best effort: a stale WAL must not be replayed into the fresh file.
-            if std::fs::rename(&side, with_suffix(&side)).is_err() {
-                let _ = std::fs::remove_file(&side);
-            }
-        }
-    }
-    if let Some(dir) = path.parent() {
-        prune_corrupt_copies(dir, crate::event::now_ms());
-    }
-    Ok(target)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::recovery::{MAX_CORRUPT_COPY_AGE_MS, corrupt_copies, prune_corrupt_copies};
     use super::*;
 
     fn temp_dir() -> PathBuf {

@@ -17,7 +17,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::queue::Store;
+use super::Store;
 
 /// A persisted batch, loaded with its events in send order.
 #[derive(Debug, Clone)]

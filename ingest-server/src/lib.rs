@@ -34,4 +34,4 @@ pub mod tools;
 mod writer;
 
 pub use state::{Intent, StateDb};
-pub use storage::format;
+pub use storage::{MULTIPART_THRESHOLD, ObjectSink, Sink, SinkError, format};

@@ -16,7 +16,7 @@
 //! roll-interval = "5m"
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -117,6 +117,19 @@ pub struct ServeArgs {
     /// with Retry-After (the sink is behind) [default: 4GiB].
     #[arg(long, env = "TRIBUTARY_MAX_LOG_LAG", value_name = "SIZE")]
     pub max_log_lag: Option<String>,
+    /// Web page origin allowed to send with a write key, `KEY=ORIGIN` where ORIGIN
+    /// is `scheme://host[:port]` (e.g. `k1=https://shop.example.com`) or `*` for any
+    /// page; repeat for several (the environment variable takes a comma-separated
+    /// list). A request with an `Origin` header not allowed for its key is refused
+    /// (403); without any entry for a key, no web page may use it.
+    #[arg(
+        long = "allowed-origin",
+        env = "TRIBUTARY_ALLOWED_ORIGIN",
+        value_name = "KEY=ORIGIN",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub allowed_origin: Vec<String>,
 }
 
 /// The whole command line of `ingest-server` (without a subcommand: serve).
@@ -155,6 +168,8 @@ struct FileConfig {
     max_connections: Option<usize>,
     header_timeout: Option<String>,
     max_log_lag: Option<String>,
+    #[serde(default)]
+    allowed_origin: Vec<String>,
 }
 
 /// Where state and objects live, checked.
@@ -201,6 +216,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Log lag (bytes) above which requests get 503.
     pub max_log_lag: u64,
+    /// Write key → web page origins allowed to use it (`*`: any).
+    pub allowed_origins: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl ServerCli {
@@ -281,6 +298,12 @@ impl ServerCli {
             "30s",
         )?;
         let max_log_lag = pick_size(&s.max_log_lag, file.max_log_lag, "max-log-lag", 4096 * MIB)?;
+        let origins = if s.allowed_origin.is_empty() {
+            file.allowed_origin
+        } else {
+            s.allowed_origin.clone()
+        };
+        let allowed_origins = parse_allowed_origins(&origins, &write_keys)?;
         Ok(Config {
             store,
             listen,
@@ -296,6 +319,7 @@ impl ServerCli {
             max_connections,
             header_timeout,
             max_log_lag,
+            allowed_origins,
         })
     }
 }
@@ -394,6 +418,59 @@ pub fn parse_write_keys(entries: &[String]) -> anyhow::Result<BTreeMap<String, S
     Ok(keys)
 }
 
+/// Parses `KEY=ORIGIN` entries: each key must be a configured write key, each
+/// origin `*` or `http(s)://host[:port]` exactly as a browser sends it in
+/// `Origin` (no path, no trailing slash; compared case-insensitively, so kept in
+/// lower case).
+pub fn parse_allowed_origins(
+    entries: &[String],
+    write_keys: &BTreeMap<String, String>,
+) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for entry in entries {
+        let Some((key, origin)) = entry.split_once('=') else {
+            bail!(
+                "--allowed-origin `{entry}` has no `=`; use KEY=ORIGIN, e.g. k1=https://shop.example.com or k1=*"
+            );
+        };
+        let (key, origin) = (key.trim(), origin.trim());
+        if !write_keys.contains_key(key) {
+            bail!(
+                "--allowed-origin `{entry}` names a write key that is not configured; \
+                 give the same key with --write-key KEY[=SOURCE]"
+            );
+        }
+        let origin =
+            normalize_origin(origin).with_context(|| format!("--allowed-origin `{entry}`"))?;
+        out.entry(key.to_string()).or_default().insert(origin);
+    }
+    Ok(out)
+}
+
+/// `*`, or `scheme://host[:port]` in lower case.
+fn normalize_origin(origin: &str) -> anyhow::Result<String> {
+    if origin == "*" {
+        return Ok(origin.to_string());
+    }
+    let lower = origin.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    let ok = rest.is_some_and(|host| {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    });
+    if !ok {
+        bail!(
+            "`{origin}` is not an origin; use scheme://host[:port] as the browser sends it \
+             (no path, no trailing slash), e.g. https://shop.example.com, or `*` for any page"
+        );
+    }
+    Ok(lower)
+}
+
 /// Source names become a path segment (`source=NAME/`), so they are restricted.
 pub fn check_source_name(source: &str) -> anyhow::Result<()> {
     let ok = !source.is_empty()
@@ -451,5 +528,33 @@ mod tests {
         assert_eq!(k["b"], "ios");
         assert!(parse_write_keys(&["c=../x".into()]).is_err());
         assert!(parse_write_keys(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn allowed_origins() {
+        let keys = parse_write_keys(&["k1=web".into(), "k2=ios".into()]).unwrap();
+        let o = parse_allowed_origins(
+            &[
+                "k1=https://Shop.example.com".into(),
+                "k1=http://127.0.0.1:8081".into(),
+                "k2=*".into(),
+            ],
+            &keys,
+        )
+        .unwrap();
+        assert!(o["k1"].contains("https://shop.example.com"));
+        assert!(o["k1"].contains("http://127.0.0.1:8081"));
+        assert!(o["k2"].contains("*"));
+        for bad in [
+            "k1",
+            "k3=https://a.example",
+            "k1=https://a.example/",
+            "k1=https://a.example/path",
+            "k1=a.example",
+            "k1=ftp://a.example",
+        ] {
+            let e = parse_allowed_origins(&[bad.into()], &keys).unwrap_err();
+            assert!(format!("{e:#}").contains(bad), "{e:#}");
+        }
     }
 }

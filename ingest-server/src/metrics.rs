@@ -49,6 +49,12 @@ pub struct Metrics {
     pub dedupe_bytes: AtomicU64,
     /// Sink failures (retried).
     pub sink_errors: AtomicU64,
+    /// Browser requests refused because their `Origin` is not allowed for the key.
+    pub origin_refused: AtomicU64,
+    /// analytics.js settings served.
+    pub browser_settings: AtomicU64,
+    /// analytics.js metrics posts received (and dropped).
+    pub browser_metrics: AtomicU64,
 }
 
 /// Upper bounds of [`Metrics::object_size_buckets`].
@@ -103,6 +109,21 @@ impl Metrics {
                 "ingest_events_rejected_total",
                 "Events rejected by validation.",
                 &self.events_rejected,
+            ),
+            (
+                "ingest_origin_refused_total",
+                "Browser requests refused: Origin not allowed for the write key.",
+                &self.origin_refused,
+            ),
+            (
+                "ingest_browser_settings_total",
+                "analytics.js settings answers served.",
+                &self.browser_settings,
+            ),
+            (
+                "ingest_browser_library_metrics_total",
+                "analytics.js metrics posts received and dropped.",
+                &self.browser_metrics,
             ),
             (
                 "ingest_events_duplicate_total",

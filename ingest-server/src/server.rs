@@ -88,6 +88,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         idem_inflight: Mutex::new(Default::default()),
         writer: status.clone(),
         shutting_down: AtomicBool::new(false),
+        origins: Arc::new(crate::http::cors::BrowserOrigins::new(&cfg.allowed_origins)),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

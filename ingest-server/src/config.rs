@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::sources::mqtt::MqttConfig;
 use crate::storage::format::Format;
 
 /// Default `--listen`.
@@ -130,6 +131,34 @@ pub struct ServeArgs {
     )]
     #[serde(default)]
     pub allowed_origin: Vec<String>,
+    /// Subscribe to an MQTT broker, `mqtt://[user:pass@]host[:port]`: devices
+    /// publish Segment events (one or a batch per message, QoS 1).
+    #[arg(long, env = "TRIBUTARY_MQTT", value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// MQTT topic filter and the source name its events get, `FILTER=SOURCE`
+    /// (e.g. `devices/+/events=devices`); repeat for several.
+    #[arg(
+        long = "mqtt-topic",
+        env = "TRIBUTARY_MQTT_TOPIC",
+        value_name = "FILTER=SOURCE",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub mqtt_topic: Vec<String>,
+    /// MQTT user name.
+    #[arg(long, env = "TRIBUTARY_MQTT_USERNAME", value_name = "NAME")]
+    pub mqtt_username: Option<String>,
+    /// MQTT password (prefer the environment variable to the flag).
+    #[arg(long, env = "TRIBUTARY_MQTT_PASSWORD", value_name = "PASSWORD")]
+    pub mqtt_password: Option<String>,
+    /// MQTT client id, which names the persistent session; must differ per
+    /// server [default: generated at first start, kept in <data-dir>/mqtt-client-id].
+    #[arg(long, env = "TRIBUTARY_MQTT_CLIENT_ID", value_name = "ID")]
+    pub mqtt_client_id: Option<String>,
+    /// Share the subscription among servers: subscribe to `$share/GROUP/FILTER`,
+    /// so the broker gives each message to one of them.
+    #[arg(long, env = "TRIBUTARY_MQTT_SHARE_GROUP", value_name = "GROUP")]
+    pub mqtt_share_group: Option<String>,
 }
 
 /// The whole command line of `ingest-server` (without a subcommand: serve).
@@ -170,6 +199,13 @@ struct FileConfig {
     max_log_lag: Option<String>,
     #[serde(default)]
     allowed_origin: Vec<String>,
+    mqtt: Option<String>,
+    #[serde(default)]
+    mqtt_topic: Vec<String>,
+    mqtt_username: Option<String>,
+    mqtt_password: Option<String>,
+    mqtt_client_id: Option<String>,
+    mqtt_share_group: Option<String>,
 }
 
 /// Where state and objects live, checked.
@@ -218,6 +254,8 @@ pub struct Config {
     pub max_log_lag: u64,
     /// Write key → web page origins allowed to use it (`*`: any).
     pub allowed_origins: BTreeMap<String, BTreeSet<String>>,
+    /// The MQTT source, if `--mqtt` is given.
+    pub mqtt: Option<MqttConfig>,
 }
 
 impl ServerCli {
@@ -304,6 +342,25 @@ impl ServerCli {
             s.allowed_origin.clone()
         };
         let allowed_origins = parse_allowed_origins(&origins, &write_keys)?;
+        let mqtt_topics = if s.mqtt_topic.is_empty() {
+            file.mqtt_topic
+        } else {
+            s.mqtt_topic.clone()
+        };
+        let mqtt = match s.mqtt.clone().or(file.mqtt) {
+            Some(url) => Some(MqttConfig::parse(
+                &url,
+                &mqtt_topics,
+                s.mqtt_username.clone().or(file.mqtt_username),
+                s.mqtt_password.clone().or(file.mqtt_password),
+                s.mqtt_client_id.clone().or(file.mqtt_client_id),
+                s.mqtt_share_group.clone().or(file.mqtt_share_group),
+            )?),
+            None if !mqtt_topics.is_empty() => {
+                bail!("--mqtt-topic is set without --mqtt; add --mqtt mqtt://host[:port]")
+            }
+            None => None,
+        };
         Ok(Config {
             store,
             listen,
@@ -320,6 +377,7 @@ impl ServerCli {
             header_timeout,
             max_log_lag,
             allowed_origins,
+            mqtt,
         })
     }
 }

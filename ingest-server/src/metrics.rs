@@ -55,6 +55,14 @@ pub struct Metrics {
     pub browser_settings: AtomicU64,
     /// analytics.js metrics posts received (and dropped).
     pub browser_metrics: AtomicU64,
+    /// MQTT messages received (redeliveries included).
+    pub mqtt_received: AtomicU64,
+    /// MQTT messages acknowledged (PUBACK sent after their events were durable).
+    pub mqtt_acked: AtomicU64,
+    /// MQTT messages with a bad payload or refused events, kept as dead letters.
+    pub mqtt_rejected: AtomicU64,
+    /// 1 while connected to the MQTT broker.
+    pub mqtt_connected: AtomicU64,
 }
 
 /// Upper bounds of [`Metrics::object_size_buckets`].
@@ -161,6 +169,21 @@ impl Metrics {
                 &self.object_bytes,
             ),
             (
+                "ingest_mqtt_messages_received_total",
+                "MQTT messages received (broker redeliveries included).",
+                &self.mqtt_received,
+            ),
+            (
+                "ingest_mqtt_messages_acked_total",
+                "MQTT messages acknowledged after their events were durable.",
+                &self.mqtt_acked,
+            ),
+            (
+                "ingest_mqtt_messages_rejected_total",
+                "MQTT messages with a bad payload or refused events (kept as dead letters).",
+                &self.mqtt_rejected,
+            ),
+            (
                 "ingest_sink_errors_total",
                 "Failed sink operations (retried).",
                 &self.sink_errors,
@@ -188,6 +211,11 @@ impl Metrics {
                 "ingest_writer_buffered_bytes",
                 "Memory held by open objects, all partitions together.",
                 &self.writer_buffered_bytes,
+            ),
+            (
+                "ingest_mqtt_connected",
+                "1 while the MQTT source is connected to its broker.",
+                &self.mqtt_connected,
             ),
             (
                 "ingest_dedupe_index_ids",

@@ -250,7 +250,11 @@ fn stored_numbers(objects: &Path) -> BTreeMap<u64, usize> {
 }
 
 fn start_server(data: &Path, port: u16) -> Server {
-    Server::start(
+    start_server_with(data, port, None)
+}
+
+fn start_server_with(data: &Path, port: u16, fsize: Option<u64>) -> Server {
+    Server::start_with(
         data,
         &[
             "--roll-interval",
@@ -264,16 +268,71 @@ fn start_server(data: &Path, port: u16) -> Server {
             "--mqtt-password",
             PASSWORD,
         ],
+        fsize,
     )
+}
+
+fn mosquitto_or_skip() -> bool {
+    if Path::new(MOSQUITTO).exists() {
+        return true;
+    }
+    if std::env::var("TRIBUTARY_REQUIRE_MQTT").as_deref() == Ok("1") {
+        panic!("TRIBUTARY_REQUIRE_MQTT=1 but {MOSQUITTO} is missing; run scripts/setup-apt.sh");
+    }
+    eprintln!("SKIPPED: {MOSQUITTO} is missing; run scripts/setup-apt.sh");
+    false
+}
+
+#[test]
+fn mqtt_sends_no_puback_for_events_the_log_could_not_keep() {
+    if !mosquitto_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("mosq"));
+    let data = dir.path().join("d");
+    // Files may not grow past 256 KiB: the log segment soon cannot take more.
+    let mut server = start_server_with(&data, broker.port, Some(256 * 1024));
+    wait_for("the MQTT source to connect", 30, || {
+        server.metric("ingest_mqtt_connected") == 1.0
+    });
+    let pad = "x".repeat(1500);
+    let total = 400;
+    let msgs: Messages = (0..total)
+        .map(|n| {
+            let mut e = event(n, true);
+            e["properties"]["pad"] = json!(pad);
+            ("dev/d1/ev".to_string(), serde_json::to_vec(&e).unwrap())
+        })
+        .collect();
+    publish_all(broker.port, &msgs, None, &AtomicBool::new(false));
+    wait_for("the log to fail", 60, || {
+        server.get("/ready").unwrap().0 == 503
+    });
+    let acked = server.metric("ingest_mqtt_messages_acked_total");
+    assert!(
+        acked < total as f64,
+        "all {total} messages were acked although the log failed"
+    );
+    // Had a message been acked without its events durable, the broker would
+    // not deliver it again and it would be missing below.
+    server.kill();
+    let mut server = start_server(&data, broker.port);
+    let objects = server.objects_dir();
+    wait_for("every event after the restart", 90, || {
+        stored_numbers(&objects).len() == total
+    });
+    assert!(server.terminate().success());
+    let got = stored_numbers(&objects);
+    for n in 0..total {
+        assert_eq!(got.get(&(n as u64)), Some(&1), "event {n}");
+    }
+    eprintln!("acked before the log failed: {acked} of {total}");
 }
 
 #[test]
 fn mqtt_qos1_exactly_once_through_server_kill_and_broker_restart() {
-    if !Path::new(MOSQUITTO).exists() {
-        if std::env::var("TRIBUTARY_REQUIRE_MQTT").as_deref() == Ok("1") {
-            panic!("TRIBUTARY_REQUIRE_MQTT=1 but {MOSQUITTO} is missing; run scripts/setup-apt.sh");
-        }
-        eprintln!("SKIPPED: {MOSQUITTO} is missing; run scripts/setup-apt.sh");
+    if !mosquitto_or_skip() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub mqtt_rejected: AtomicU64,
     /// 1 while connected to the MQTT broker.
     pub mqtt_connected: AtomicU64,
+    /// 1 once the broker has granted every subscription of the current connection.
+    pub mqtt_subscribed: AtomicU64,
 }
 
 /// Upper bounds of [`Metrics::object_size_buckets`].
@@ -216,6 +218,11 @@ impl Metrics {
                 "ingest_mqtt_connected",
                 "1 while the MQTT source is connected to its broker.",
                 &self.mqtt_connected,
+            ),
+            (
+                "ingest_mqtt_subscribed",
+                "1 once the broker granted every subscription of the current MQTT connection.",
+                &self.mqtt_subscribed,
             ),
             (
                 "ingest_dedupe_index_ids",

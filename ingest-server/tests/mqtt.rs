@@ -293,8 +293,10 @@ fn mqtt_sends_no_puback_for_events_the_log_could_not_keep() {
     let data = dir.path().join("d");
     // Files may not grow past 256 KiB: the log segment soon cannot take more.
     let mut server = start_server_with(&data, broker.port, Some(256 * 1024));
-    wait_for("the MQTT source to connect", 30, || {
-        server.metric("ingest_mqtt_connected") == 1.0
+    // Subscribed, not only connected: messages published before the first
+    // subscription exists are not kept for the session.
+    wait_for("the MQTT source to subscribe", 30, || {
+        server.metric("ingest_mqtt_subscribed") == 1.0
     });
     let pad = "x".repeat(1500);
     let total = 400;
@@ -339,8 +341,10 @@ fn mqtt_qos1_exactly_once_through_server_kill_and_broker_restart() {
     let mut broker = Mosquitto::start(&dir.path().join("mosq"));
     let data = dir.path().join("d");
     let server = start_server(&data, broker.port);
-    wait_for("the MQTT source to connect", 30, || {
-        server.metric("ingest_mqtt_connected") == 1.0
+    // Subscribed, not only connected: messages published before the first
+    // subscription exists are not kept for the session.
+    wait_for("the MQTT source to subscribe", 30, || {
+        server.metric("ingest_mqtt_subscribed") == 1.0
     });
 
     let mut expected: Vec<usize> = Vec::new();
@@ -412,6 +416,7 @@ fn mqtt_qos1_exactly_once_through_server_kill_and_broker_restart() {
         server.metric("ingest_events_duplicate_total"),
     );
     assert!(server.metric("ingest_mqtt_messages_acked_total") > 0.0);
+    assert_eq!(server.metric("ingest_mqtt_connected"), 1.0);
     assert!(server.metric("ingest_mqtt_messages_rejected_total") > 0.0);
     let mut server = server;
     assert!(server.terminate().success());
@@ -449,4 +454,75 @@ fn mqtt_qos1_exactly_once_through_server_kill_and_broker_restart() {
         assert!(l["topic"].as_str().unwrap().starts_with("dev/"), "{l}");
         assert!(!l["errors"].as_array().unwrap().is_empty(), "{l}");
     }
+}
+
+#[test]
+fn mqtt_shared_subscription_splits_messages_between_servers() {
+    if !mosquitto_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("mosq"));
+    let port = broker.port.to_string();
+    let url = format!("mqtt://{SERVER_USER}:{PASSWORD}@127.0.0.1:{port}");
+    // Two servers, each with its own data directory (and so its own generated
+    // client id), sharing one subscription.
+    let servers: Vec<Server> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            Server::start(
+                &dir.path().join(name),
+                &[
+                    "--roll-interval",
+                    "1s",
+                    "--mqtt",
+                    &url,
+                    "--mqtt-topic",
+                    "dev/+/ev=iot",
+                    "--mqtt-share-group",
+                    "ingest",
+                ],
+            )
+        })
+        .collect();
+    for s in &servers {
+        wait_for("the MQTT source to subscribe", 30, || {
+            s.metric("ingest_mqtt_subscribed") == 1.0
+        });
+    }
+    let total = 300;
+    let msgs: Messages = (0..total)
+        .map(|n| {
+            (
+                format!("dev/d{}/ev", n % 4),
+                serde_json::to_vec(&event(n, true)).unwrap(),
+            )
+        })
+        .collect();
+    publish_all(broker.port, &msgs, None, &AtomicBool::new(false));
+    let dirs: Vec<PathBuf> = servers.iter().map(|s| s.objects_dir()).collect();
+    let all = || {
+        let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+        for d in &dirs {
+            for (n, c) in stored_numbers(d) {
+                *counts.entry(n).or_default() += c;
+            }
+        }
+        counts
+    };
+    wait_for("every event in one of the two servers", 60, || {
+        all().len() == total
+    });
+    let shares: Vec<usize> = dirs.iter().map(|d| stored_numbers(d).len()).collect();
+    for mut s in servers {
+        assert!(s.terminate().success());
+    }
+    let counts = all();
+    for n in 0..total {
+        assert_eq!(counts.get(&(n as u64)), Some(&1), "event {n}");
+    }
+    assert!(
+        shares.iter().all(|&k| k > 0),
+        "the broker gave every message to one server: {shares:?}"
+    );
 }

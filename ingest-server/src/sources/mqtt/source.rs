@@ -109,6 +109,9 @@ async fn connection_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(200);
+    // One SUBACK per filter (each is subscribed on its own).
+    let wanted = cfg.topics.len();
+    let mut granted = 0;
     loop {
         let polled = tokio::select! {
             _ = stop.changed() => break,
@@ -118,6 +121,7 @@ async fn connection_loop(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 let n = connection.fetch_add(1, Ordering::AcqRel) + 1;
                 metrics.mqtt_connected.store(1, Ordering::Relaxed);
+                granted = 0;
                 backoff = Duration::from_millis(200);
                 tracing::info!(
                     connection = n,
@@ -147,11 +151,18 @@ async fn connection_loop(
                     tracing::error!(
                         "the MQTT broker refused a subscription; check --mqtt-topic and the broker's ACLs"
                     );
+                } else {
+                    granted += 1;
+                    if granted == wanted {
+                        metrics.mqtt_subscribed.store(1, Ordering::Relaxed);
+                        tracing::info!("MQTT subscriptions granted");
+                    }
                 }
             }
             Ok(_) => {}
             Err(e) => {
                 metrics.mqtt_connected.store(0, Ordering::Relaxed);
+                metrics.mqtt_subscribed.store(0, Ordering::Relaxed);
                 tracing::warn!(error = %e, host = %cfg.host, port = cfg.port, "MQTT connection lost; reconnecting");
                 tokio::select! {
                     _ = stop.changed() => break,
@@ -162,6 +173,7 @@ async fn connection_loop(
         }
     }
     metrics.mqtt_connected.store(0, Ordering::Relaxed);
+    metrics.mqtt_subscribed.store(0, Ordering::Relaxed);
     // DISCONNECT keeps the session (clean_session is off): what the broker
     // still holds is delivered at the next start.
     let _ = client.try_disconnect();

@@ -324,8 +324,9 @@ impl Drop for Driver {
     }
 }
 
-/// The id a page gave an event (`properties.testId`, `traits.testId`, or for
-/// an alias, which has neither, `alias:<page path>`).
+/// The id a page gave an event (`properties.testId`, `traits.testId`, an
+/// identify's `context.traits.testId` (RudderStack puts traits there), or for
+/// an alias, which has none, `alias:<page path>`).
 fn test_id(e: &Value) -> Option<String> {
     if e["type"] == "alias" {
         return e["context"]["page"]["path"]
@@ -335,6 +336,11 @@ fn test_id(e: &Value) -> Option<String> {
     e["properties"]["testId"]
         .as_str()
         .or_else(|| e["traits"]["testId"].as_str())
+        .or_else(|| {
+            (e["type"] == "identify")
+                .then(|| e["context"]["traits"]["testId"].as_str())
+                .flatten()
+        })
         .map(str::to_owned)
 }
 

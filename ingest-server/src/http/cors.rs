@@ -81,8 +81,9 @@ pub fn layer(origins: Arc<BrowserOrigins>) -> CorsLayer {
         }))
         .allow_methods([Method::GET, Method::POST])
         // analytics.js sends Authorization and X-Retry-Count; RudderStack's SDK
-        // sends JSON with Authorization and an `AnonymousId` header; the rest are
-        // what our own protocol defines (header names are case-insensitive).
+        // sends JSON with Authorization and the headers below; the rest are what
+        // our own protocol defines (header names are case-insensitive). A list,
+        // not a mirror of Access-Control-Request-Headers: only what is known.
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -90,6 +91,13 @@ pub fn layer(origins: Arc<BrowserOrigins>) -> CorsLayer {
             HeaderName::from_static("x-retry-count"),
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("anonymousid"),
+            // RudderStack's delivery and retry bookkeeping.
+            HeaderName::from_static("sentat"),
+            HeaderName::from_static("rsa-recovered"),
+            HeaderName::from_static("rsa-retry-attempt"),
+            HeaderName::from_static("rsa-retry-reason"),
+            HeaderName::from_static("rsa-since-first-attempt"),
+            HeaderName::from_static("rsa-since-last-attempt"),
         ])
         .expose_headers([
             header::RETRY_AFTER,

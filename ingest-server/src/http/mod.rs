@@ -77,7 +77,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/b", post(|s, r| ingest(s, r, Endpoint::Batch)))
         .route("/v1/m", post(browser::library_metrics))
         .route("/v1/projects/{write_key}/settings", get(browser::settings))
-        // RudderStack's JS SDK in beacon mode (`?writeKey=` in the URL).
+        // RudderStack's JS SDK: its own metrics (dropped like analytics.js's),
+        // and its beacon mode (`?writeKey=` in the URL).
+        .route("/rsaMetrics", post(browser::library_metrics))
         .route(
             "/beacon/v1/batch",
             post(|s, r| ingest(s, r, Endpoint::Batch)),

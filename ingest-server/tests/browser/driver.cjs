@@ -38,6 +38,8 @@ const NODE_MODULES = env('NODE_MODULES');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const { chromium } = require(path.join(NODE_MODULES, 'playwright-core'));
 const UMD = path.join(NODE_MODULES, '@segment', 'analytics-next', 'dist', 'umd');
+// RudderStack's build with its plugins inside (the others load them from its CDN).
+const RUDDER = path.join(NODE_MODULES, '@rudderstack', 'analytics-js', 'dist', 'npm', 'modern', 'bundled', 'umd', 'index.js');
 
 // Every test stops by itself: the whole run gets a bound.
 const watchdog = setTimeout(() => {
@@ -139,6 +141,36 @@ const pages = {
 </script></body></html>`,
 };
 
+// RudderStack's JS SDK: JSON with Basic auth and an AnonymousId header to
+// /v1/<type> (preflighted). Its source config (normally from its control
+// plane) is given in code.
+const rudderPage = `<!doctype html><html><head><meta charset="utf-8"><title>rudder</title>
+<script>
+  window.SERVER = ${JSON.stringify(SERVER)};
+  window.KEY = ${JSON.stringify(KEY)};
+  window.failures = [];
+  window.onerror = (m) => { window.failures.push(String(m)); };
+</script>
+<script src="/rudder/index.js"></script>
+</head><body><h1>rudder</h1>
+<script>
+  (async () => {
+    const ra = new rudderanalytics.RudderAnalytics();
+    ra.load(KEY, SERVER, {
+      logLevel: 'ERROR',
+      getSourceConfig: () => ({ source: { id: 'tributary-test', name: 'web', writeKey: KEY, enabled: true,
+        workspaceId: 'w', config: {}, destinations: [] } }),
+    });
+    await new Promise((resolve) => ra.ready(resolve));
+    ra.page('Docs', 'Rudder', { testId: 'rs-page' });
+    ra.track('Rudder Clicked', { testId: 'rs-track' });
+    ra.identify('rs-user', { testId: 'rs-identify' });
+    ra.group('rs-group', { testId: 'rs-group' });
+    ra.alias('rs-alias');
+    window.done = true;
+  })().catch((e) => { window.failures.push('rudder: ' + e); });
+</script></body></html>`;
+
 // The disallowed origin: analytics.js with inline settings (so it gets as far
 // as sending), a beacon, a no-cors fetch (both reach the server whatever CORS
 // says) and a CORS fetch (which the browser must block).
@@ -170,6 +202,11 @@ const evilPage = `${head('evil')}
 function serve(port, routes) {
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
+    if (url.pathname === '/rudder/index.js') {
+      res.writeHead(200, { 'Content-Type': 'text/javascript' });
+      fs.createReadStream(RUDDER).pipe(res);
+      return;
+    }
     if (url.pathname.startsWith('/analytics-next/bundles/')) {
       const name = path.basename(url.pathname);
       const file = path.join(UMD, name);
@@ -203,7 +240,7 @@ async function visit(page, url) {
 }
 
 async function main() {
-  const servers = [await serve(PAGE_PORT, pages), await serve(EVIL_PORT, { '/evil.html': evilPage })];
+  const servers = [await serve(PAGE_PORT, { ...pages, '/rudder.html': rudderPage }), await serve(EVIL_PORT, { '/evil.html': evilPage })];
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--no-sandbox', '--disable-background-networking'],
@@ -211,9 +248,9 @@ async function main() {
   try {
     const context = await browser.newContext();
     const page = await context.newPage();
-    page.on('console', (m) => console.error(`[page ${m.type()}] ${m.text()}`));
+    if (process.env.DRIVER_DEBUG) page.on('console', (m) => console.error(`[page ${m.type()}] ${m.text()}`));
     if (process.env.DRIVER_DEBUG) page.on('request', (r) => { if (r.url().startsWith(SERVER)) console.error(`[request] ${r.method()} ${r.url()} ${(r.postData() || '').slice(0, 300)}`); });
-    page.on('requestfailed', (r) => console.error(`[requestfailed] ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+    if (process.env.DRIVER_DEBUG) page.on('requestfailed', (r) => console.error(`[requestfailed] ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
     const origin = `http://127.0.0.1:${PAGE_PORT}`;
     const sent = await visit(page, `${origin}/page1.html`);
     console.error(`page1 raw sends: ${JSON.stringify(sent)}`);
@@ -227,8 +264,18 @@ async function main() {
     await visit(page, `${origin}/page2.html`);
     await visit(page, `${origin}/page3.html`);
 
+    // RudderStack in its own tab, left open: it sends from a queue.
+    const rudder = await context.newPage();
+    if (process.env.DRIVER_DEBUG) {
+      rudder.on('console', (m) => console.error(`[rudder ${m.type()}] ${m.text()}`));
+      rudder.on('request', (r) => console.error(`[rudder request] ${r.method()} ${r.url()} ${(r.postData() || '').slice(0, 200)}`));
+      rudder.on('requestfailed', (r) => console.error(`[rudder requestfailed] ${r.url()} ${r.failure()?.errorText}`));
+      rudder.on('response', (r) => console.error(`[rudder response] ${r.status()} ${r.url()}`));
+    }
+    await visit(rudder, `${origin}/rudder.html`);
+
     const evil = await context.newPage();
-    evil.on('console', (m) => console.error(`[evil ${m.type()}] ${m.text()}`));
+    if (process.env.DRIVER_DEBUG) evil.on('console', (m) => console.error(`[evil ${m.type()}] ${m.text()}`));
     await evil.goto(`http://127.0.0.1:${EVIL_PORT}/evil.html`);
     await evil.waitForFunction(() => window.done === true, null, { timeout: 60_000 });
     const seen = await evil.evaluate(() => ({ ...window.evil, failures: window.failures }));
@@ -237,6 +284,7 @@ async function main() {
       'p1-page', 'p1-identify', 'p1-track', 'p1-group', 'p1-screen', 'alias:/page1.html',
       'p1-raw-retried', 'p1-beacon', 'p1-beacon-pagehide',
       'p2-track-1', 'p2-track-2', 'p2-page', 'p2-identify', 'p3-track',
+      'rs-page', 'rs-track', 'rs-identify', 'rs-group', 'alias:/rudder.html',
     ];
     console.log(`EXPECT ${JSON.stringify(expect)}`);
     console.log(`EVIL ${JSON.stringify(seen)}`);

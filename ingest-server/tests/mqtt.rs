@@ -374,9 +374,16 @@ fn mqtt_qos1_exactly_once_through_server_kill_and_broker_restart() {
     publisher.join().expect("publisher failed");
 
     // 2. More while it is down, then the broker restarts (its store is kept).
-    let (msgs, valid, bad) = messages(1500, 1800, "b");
+    let (mut msgs, valid, bad) = messages(1500, 1800, "b");
     expected.extend(&valid);
     bad_total += bad;
+    // Over --max-batch-bytes (500 KiB), and not UTF-8: dead letters too.
+    let huge = serde_json::to_vec(&json!({"type": "track", "event": "Huge", "userId": "u",
+        "properties": {"blob": "z".repeat(600 * 1024)}}))
+    .unwrap();
+    msgs.insert(10, ("dev/d1/ev".into(), huge));
+    msgs.insert(20, ("dev/d2/ev".into(), vec![0xff, 0xfe, 0x00, 0x81]));
+    bad_total += 2;
     publish_all(broker.port, &msgs, None, &AtomicBool::new(false));
     broker.restart();
     let (msgs, valid, bad) = messages(1800, 2000, "c");
@@ -454,6 +461,17 @@ fn mqtt_qos1_exactly_once_through_server_kill_and_broker_restart() {
         assert!(l["topic"].as_str().unwrap().starts_with("dev/"), "{l}");
         assert!(!l["errors"].as_array().unwrap().is_empty(), "{l}");
     }
+    assert!(
+        letters.iter().any(|l| l["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--max-batch-bytes")),
+        "no dead letter for the oversized payload"
+    );
+    assert!(
+        letters.iter().any(|l| l["payloadBase64"] == "//4AgQ=="),
+        "no dead letter keeping the binary payload's bytes"
+    );
 }
 
 #[test]

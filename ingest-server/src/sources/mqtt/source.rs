@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use base64::Engine;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -30,6 +31,8 @@ use crate::storage::Sink;
 
 /// Messages made durable together (one append, one fsync).
 pub const MAX_GROUP: usize = 500;
+/// Largest MQTT packet taken from the broker (see `spawn`).
+pub const MAX_PACKET: usize = 16 * 1024 * 1024;
 /// Storage prefix of MQTT dead letters (readers skip folders starting with `_`).
 pub const DEAD_LETTER_PREFIX: &str = "_dead_letters/mqtt";
 
@@ -71,10 +74,13 @@ pub fn spawn(cfg: MqttConfig, client_id: String, deps: Deps) -> MqttSource {
     opts.set_clean_session(false);
     opts.set_manual_acks(true);
     opts.set_keep_alive(Duration::from_secs(30));
-    // A payload over the limit is refused by rumqttc (connection error) rather
-    // than buffered; the broker then redelivers it forever, so the limit is the
-    // HTTP batch limit plus room for the topic and header.
-    opts.set_max_packet_size(deps.max_payload + 64 * 1024, 64 * 1024);
+    // A packet over rumqttc's limit is a connection error, and the broker
+    // redelivers it after the reconnect, forever: that would block the session.
+    // So rumqttc takes packets far larger than an event batch may be, and a
+    // payload over `--max-batch-bytes` becomes a dead letter like any bad one.
+    // Only a packet over MAX_PACKET (which the broker should refuse: mosquitto's
+    // `message_size_limit`) still blocks; see docs/PROTOCOL.md.
+    opts.set_max_packet_size(MAX_PACKET.max(deps.max_payload + 64 * 1024), 64 * 1024);
     if let Some((user, pass)) = &cfg.credentials {
         opts.set_credentials(user.clone(), pass.clone());
     }
@@ -223,6 +229,10 @@ async fn processor(
             // broker delivers them again at the next start.
             break;
         }
+        let events: usize = prepared.iter().map(|p| p.records.len()).sum();
+        deps.metrics
+            .events_accepted
+            .fetch_add(events as u64, Ordering::Relaxed);
         let current = connection.load(Ordering::Acquire);
         for p in &prepared {
             if p.connection != current {
@@ -296,6 +306,13 @@ fn prepare(cfg: &MqttConfig, deps: &Deps, connection: u64, publish: Publish) -> 
     let source = cfg.source_of(&topic).map(str::to_owned);
     match &source {
         None => reasons.push(json!({"reason": "no --mqtt-topic filter matches the topic"})),
+        Some(_) if publish.payload.len() > deps.max_payload => reasons.push(json!({
+            "reason": format!(
+                "the payload is {} bytes, over the {}-byte limit (--max-batch-bytes); publish fewer events per message",
+                publish.payload.len(),
+                deps.max_payload
+            )
+        })),
         Some(source) => match events(&topic, &publish.payload, source, received, deps.limits) {
             Ok((recs, rejected)) => {
                 records = recs;
@@ -320,8 +337,11 @@ fn prepare(cfg: &MqttConfig, deps: &Deps, connection: u64, publish: Publish) -> 
             "topic": topic,
             "receivedAt": received.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "errors": reasons,
-            "payload": String::from_utf8_lossy(&publish.payload),
-            "payloadIsUtf8": std::str::from_utf8(&publish.payload).is_ok(),
+            // Text as text; anything else as base64, so no byte is lost.
+            "payload": std::str::from_utf8(&publish.payload).ok(),
+            "payloadBase64": std::str::from_utf8(&publish.payload)
+                .is_err()
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&publish.payload)),
         });
         Some((path, serde_json::to_vec_pretty(&body).unwrap_or_default()))
     };

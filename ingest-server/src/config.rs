@@ -589,6 +589,48 @@ mod tests {
     }
 
     #[test]
+    fn toml_keys_for_browsers_and_mqtt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            r#"
+write-key = ["k1=web"]
+allowed-origin = ["k1=https://shop.example.com"]
+mqtt = "mqtt://broker:1884"
+mqtt-topic = ["devices/+/events=devices"]
+mqtt-username = "u"
+mqtt-password = "p"
+mqtt-share-group = "g"
+"#,
+        )
+        .unwrap();
+        let cli = ServerCli {
+            config: Some(path),
+            ..Default::default()
+        };
+        let cfg = cli.resolve().unwrap();
+        assert!(cfg.allowed_origins["k1"].contains("https://shop.example.com"));
+        let m = cfg.mqtt.unwrap();
+        assert_eq!((m.host.as_str(), m.port), ("broker", 1884));
+        assert_eq!(m.credentials, Some(("u".into(), "p".into())));
+        assert_eq!(
+            m.subscriptions(),
+            vec!["$share/g/devices/+/events".to_string()]
+        );
+        // Topics without a broker is a mistake worth saying.
+        let cli = ServerCli {
+            serve: ServeArgs {
+                mqtt_topic: vec!["a=b".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = cli.resolve().unwrap_err();
+        assert!(format!("{e:#}").contains("without --mqtt"), "{e:#}");
+    }
+
+    #[test]
     fn allowed_origins() {
         let keys = parse_write_keys(&["k1=web".into(), "k2=ios".into()]).unwrap();
         let o = parse_allowed_origins(

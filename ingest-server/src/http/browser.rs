@@ -108,6 +108,17 @@ fn settings_answer(s: &AppState, key: &str, headers: &HeaderMap) -> Result<Respo
 /// no write key). Read within the body limits, counted, and dropped: they are
 /// not events, and answering keeps the library from logging errors.
 pub async fn library_metrics(State(s): State<Arc<AppState>>, req: Request) -> Response {
+    // Unauthenticated (the libraries send no key), so it shares the request
+    // slots and the body limits of the event routes.
+    let Ok(_permit) = s.inflight.try_acquire() else {
+        let resp = ApiError::new(
+            ErrorCode::Overloaded,
+            "too many requests in progress; retry after the Retry-After delay",
+        )
+        .into_response();
+        s.metrics.request(resp.status().as_u16());
+        return resp;
+    };
     let resp = match body::read(&s, req.into_body()).await {
         Ok(raw) => {
             s.metrics.browser_metrics.fetch_add(1, Ordering::Relaxed);

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, SubscribeReasonCode};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -31,8 +33,11 @@ use crate::storage::Sink;
 
 /// Messages made durable together (one append, one fsync).
 pub const MAX_GROUP: usize = 500;
-/// Largest MQTT packet taken from the broker (see `spawn`).
+/// Largest MQTT packet the broker may send us (see `spawn`).
 pub const MAX_PACKET: usize = 16 * 1024 * 1024;
+/// How long the broker keeps the session (and its queued messages) while the
+/// server is away: 7 days, like the default dedupe window.
+pub const SESSION_EXPIRY_SECS: u32 = 7 * 24 * 60 * 60;
 /// Storage prefix of MQTT dead letters (readers skip folders starting with `_`).
 pub const DEAD_LETTER_PREFIX: &str = "_dead_letters/mqtt";
 
@@ -69,18 +74,18 @@ pub struct Deps {
 /// Starts the source with a fixed `client_id` (the persistent session's name).
 pub fn spawn(cfg: MqttConfig, client_id: String, deps: Deps) -> MqttSource {
     let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
-    // Persistent session: messages published while we are away are kept by the
-    // broker and delivered when we come back.
-    opts.set_clean_session(false);
+    // Persistent session (MQTT 5: clean start off and a session expiry): QoS 1
+    // messages published while we are away are kept by the broker and
+    // delivered when we come back, for up to SESSION_EXPIRY.
+    opts.set_clean_start(false);
+    opts.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
     opts.set_manual_acks(true);
     opts.set_keep_alive(Duration::from_secs(30));
-    // A packet over rumqttc's limit is a connection error, and the broker
-    // redelivers it after the reconnect, forever: that would block the session.
-    // So rumqttc takes packets far larger than an event batch may be, and a
-    // payload over `--max-batch-bytes` becomes a dead letter like any bad one.
-    // Only a packet over MAX_PACKET (which the broker should refuse: mosquitto's
-    // `message_size_limit`) still blocks; see docs/PROTOCOL.md.
-    opts.set_max_packet_size(MAX_PACKET.max(deps.max_payload + 64 * 1024), 64 * 1024);
+    // MQTT 5's Maximum Packet Size: the broker does not send us a packet over
+    // it (it drops it), so no message can break the connection and come back
+    // forever. Below it, a payload over `--max-batch-bytes` is a dead letter.
+    let max_packet = MAX_PACKET.max(deps.max_payload + 64 * 1024);
+    opts.set_max_packet_size(Some(u32::try_from(max_packet).unwrap_or(u32::MAX)));
     if let Some((user, pass)) = &cfg.credentials {
         opts.set_credentials(user.clone(), pass.clone());
     }
@@ -149,13 +154,15 @@ async fn connection_loop(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                if ack
+                if let Some(code) = ack
                     .return_codes
                     .iter()
-                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    .find(|c| !matches!(c, SubscribeReasonCode::Success(_)))
                 {
                     tracing::error!(
-                        "the MQTT broker refused a subscription; check --mqtt-topic and the broker's ACLs"
+                        ?code,
+                        "the MQTT broker refused a subscription; check --mqtt-topic, \
+                         --mqtt-share-group and the broker's ACLs"
                     );
                 } else {
                     granted += 1;
@@ -180,7 +187,7 @@ async fn connection_loop(
     }
     metrics.mqtt_connected.store(0, Ordering::Relaxed);
     metrics.mqtt_subscribed.store(0, Ordering::Relaxed);
-    // DISCONNECT keeps the session (clean_session is off): what the broker
+    // DISCONNECT keeps the session (it has an expiry): what the broker
     // still holds is delivered at the next start.
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -299,7 +306,7 @@ async fn make_durable(deps: &Deps, group: &[Prepared], stop: &mut watch::Receive
 /// A message → its events (validated as HTTP's) and, when the payload or some
 /// of its events are refused, a dead letter.
 fn prepare(cfg: &MqttConfig, deps: &Deps, connection: u64, publish: Publish) -> Prepared {
-    let topic = publish.topic.clone();
+    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
     let received = chrono::Utc::now();
     let mut records = Vec::new();
     let mut reasons: Vec<serde_json::Value> = Vec::new();

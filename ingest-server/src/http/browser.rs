@@ -56,13 +56,19 @@ fn settings_answer(s: &AppState, key: &str, headers: &HeaderMap) -> Result<Respo
                 "the settings request has no valid Host header; it names the host events are sent to",
             )
         })?;
-    // Behind a TLS-terminating proxy the page reached us over https.
-    let protocol = match headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(p) if p.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
+    // The server speaks plain HTTP; pages reach it over https through a
+    // TLS-terminating proxy. Say https when the proxy says so, or when the page
+    // itself is https (its browser would block http requests as mixed content).
+    let header_is = |name: &str, prefix: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with(prefix))
+    };
+    let protocol = if header_is("x-forwarded-proto", "https") || header_is("origin", "https://") {
+        "https"
+    } else {
+        "http"
     };
     let api_host = format!("{host}/v1");
     // The shape analytics.js reads (CDNSettings): the Segment.io destination

@@ -43,17 +43,21 @@ pub const DEAD_LETTER_PREFIX: &str = "_dead_letters/mqtt";
 
 /// A running MQTT source.
 pub struct MqttSource {
-    stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_processor: watch::Sender<bool>,
+    stop_connection: watch::Sender<bool>,
+    processor: tokio::task::JoinHandle<()>,
+    connection: tokio::task::JoinHandle<()>,
 }
 
 impl MqttSource {
-    /// Stops taking messages, finishes (and acks) what was received, disconnects.
+    /// Stops taking messages and disconnects. The processor stops first, after
+    /// acking the group it is making durable, so its PUBACKs still go out over
+    /// the connection; what is left unacked the broker delivers at the next start.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        let _ = self.stop_processor.send(true);
+        let _ = self.processor.await;
+        let _ = self.stop_connection.send(true);
+        let _ = self.connection.await;
     }
 }
 
@@ -90,7 +94,8 @@ pub fn spawn(cfg: MqttConfig, client_id: String, deps: Deps) -> MqttSource {
         opts.set_credentials(user.clone(), pass.clone());
     }
     let (client, eventloop) = AsyncClient::new(opts, 1024);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_processor, stop_proc_rx) = watch::channel(false);
+    let (stop_connection, stop_conn_rx) = watch::channel(false);
     let (msg_tx, msg_rx) = mpsc::unbounded_channel();
     let connection = Arc::new(AtomicU64::new(0));
     let cfg = Arc::new(cfg);
@@ -101,12 +106,21 @@ pub fn spawn(cfg: MqttConfig, client_id: String, deps: Deps) -> MqttSource {
         connection.clone(),
         deps.metrics.clone(),
         msg_tx,
-        stop_rx.clone(),
+        stop_conn_rx,
     ));
-    let proc_task = tokio::spawn(processor(client, cfg, connection, deps, msg_rx, stop_rx));
+    let proc_task = tokio::spawn(processor(
+        client,
+        cfg,
+        connection,
+        deps,
+        msg_rx,
+        stop_proc_rx,
+    ));
     MqttSource {
-        stop: stop_tx,
-        tasks: vec![proc_task, conn_task],
+        stop_processor,
+        stop_connection,
+        processor: proc_task,
+        connection: conn_task,
     }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that installs what the tests need (idempotently, caches outside the
 # repo under $TRIBUTARY_CACHE) and runs every test: Rust (sdk-core, ingest-server,
-# end-to-end), Kotlin on the JVM, the Android sample's compile, and Swift in a trixie root.
+# end-to-end, analytics.js in headless Chromium, MQTT with mosquitto), Kotlin on the JVM, the Android sample's compile, and Swift in a trixie root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TRIBUTARY_CACHE="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}"
@@ -39,11 +39,14 @@ swift_setup_pid=$!
 stage "setup: python (moto, duckdb, pyarrow)" scripts/setup-python.sh
 stage "setup: kotlin compiler and JNA" scripts/setup-kotlin.sh
 stage "setup: android.jar (API 23)" scripts/setup-android.sh
+stage "setup: npm packages for the browser test (playwright-core, analytics-next)" scripts/setup-web.sh
 
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
-# S3 tests must not skip here: the venv above provides moto's server.
-stage "cargo test (sdk-core, ingest-server, end-to-end)" env TRIBUTARY_REQUIRE_S3=1 cargo test --workspace --no-fail-fast
+# S3 tests must not skip here: the venv above provides moto's server. Nor the
+# browser and MQTT tests: setup-apt.sh installs chromium and mosquitto,
+# setup-web.sh the npm packages.
+stage "cargo test (sdk-core, ingest-server, end-to-end)" env TRIBUTARY_REQUIRE_S3=1 TRIBUTARY_REQUIRE_BROWSER=1 TRIBUTARY_REQUIRE_MQTT=1 cargo test --workspace --no-fail-fast
 stage "kotlin bindings on the JVM" scripts/test-kotlin.sh
 stage "android-sample compiles against android.jar" scripts/test-android-sample.sh
 

@@ -16,7 +16,7 @@
 //! roll-interval = "5m"
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::sources::mqtt::MqttConfig;
 use crate::storage::format::Format;
 
 /// Default `--listen`.
@@ -117,6 +118,47 @@ pub struct ServeArgs {
     /// with Retry-After (the sink is behind) [default: 4GiB].
     #[arg(long, env = "TRIBUTARY_MAX_LOG_LAG", value_name = "SIZE")]
     pub max_log_lag: Option<String>,
+    /// Web page origin allowed to send with a write key, `KEY=ORIGIN` where ORIGIN
+    /// is `scheme://host[:port]` (e.g. `k1=https://shop.example.com`) or `*` for any
+    /// page; repeat for several (the environment variable takes a comma-separated
+    /// list). A request with an `Origin` header not allowed for its key is refused
+    /// (403); without any entry for a key, no web page may use it.
+    #[arg(
+        long = "allowed-origin",
+        env = "TRIBUTARY_ALLOWED_ORIGIN",
+        value_name = "KEY=ORIGIN",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub allowed_origin: Vec<String>,
+    /// Subscribe to an MQTT broker, `mqtt://[user:pass@]host[:port]`: devices
+    /// publish Segment events (one or a batch per message, QoS 1).
+    #[arg(long, env = "TRIBUTARY_MQTT", value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// MQTT topic filter and the source name its events get, `FILTER=SOURCE`
+    /// (e.g. `devices/+/events=devices`); repeat for several.
+    #[arg(
+        long = "mqtt-topic",
+        env = "TRIBUTARY_MQTT_TOPIC",
+        value_name = "FILTER=SOURCE",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub mqtt_topic: Vec<String>,
+    /// MQTT user name.
+    #[arg(long, env = "TRIBUTARY_MQTT_USERNAME", value_name = "NAME")]
+    pub mqtt_username: Option<String>,
+    /// MQTT password (prefer the environment variable to the flag).
+    #[arg(long, env = "TRIBUTARY_MQTT_PASSWORD", value_name = "PASSWORD")]
+    pub mqtt_password: Option<String>,
+    /// MQTT client id, which names the persistent session; must differ per
+    /// server [default: generated at first start, kept in <data-dir>/mqtt-client-id].
+    #[arg(long, env = "TRIBUTARY_MQTT_CLIENT_ID", value_name = "ID")]
+    pub mqtt_client_id: Option<String>,
+    /// Share the subscription among servers: subscribe to `$share/GROUP/FILTER`,
+    /// so the broker gives each message to one of them.
+    #[arg(long, env = "TRIBUTARY_MQTT_SHARE_GROUP", value_name = "GROUP")]
+    pub mqtt_share_group: Option<String>,
 }
 
 /// The whole command line of `ingest-server` (without a subcommand: serve).
@@ -155,6 +197,15 @@ struct FileConfig {
     max_connections: Option<usize>,
     header_timeout: Option<String>,
     max_log_lag: Option<String>,
+    #[serde(default)]
+    allowed_origin: Vec<String>,
+    mqtt: Option<String>,
+    #[serde(default)]
+    mqtt_topic: Vec<String>,
+    mqtt_username: Option<String>,
+    mqtt_password: Option<String>,
+    mqtt_client_id: Option<String>,
+    mqtt_share_group: Option<String>,
 }
 
 /// Where state and objects live, checked.
@@ -201,6 +252,10 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Log lag (bytes) above which requests get 503.
     pub max_log_lag: u64,
+    /// Write key → web page origins allowed to use it (`*`: any).
+    pub allowed_origins: BTreeMap<String, BTreeSet<String>>,
+    /// The MQTT source, if `--mqtt` is given.
+    pub mqtt: Option<MqttConfig>,
 }
 
 impl ServerCli {
@@ -281,6 +336,31 @@ impl ServerCli {
             "30s",
         )?;
         let max_log_lag = pick_size(&s.max_log_lag, file.max_log_lag, "max-log-lag", 4096 * MIB)?;
+        let origins = if s.allowed_origin.is_empty() {
+            file.allowed_origin
+        } else {
+            s.allowed_origin.clone()
+        };
+        let allowed_origins = parse_allowed_origins(&origins, &write_keys)?;
+        let mqtt_topics = if s.mqtt_topic.is_empty() {
+            file.mqtt_topic
+        } else {
+            s.mqtt_topic.clone()
+        };
+        let mqtt = match s.mqtt.clone().or(file.mqtt) {
+            Some(url) => Some(MqttConfig::parse(
+                &url,
+                &mqtt_topics,
+                s.mqtt_username.clone().or(file.mqtt_username),
+                s.mqtt_password.clone().or(file.mqtt_password),
+                s.mqtt_client_id.clone().or(file.mqtt_client_id),
+                s.mqtt_share_group.clone().or(file.mqtt_share_group),
+            )?),
+            None if !mqtt_topics.is_empty() => {
+                bail!("--mqtt-topic is set without --mqtt; add --mqtt mqtt://host[:port]")
+            }
+            None => None,
+        };
         Ok(Config {
             store,
             listen,
@@ -296,6 +376,8 @@ impl ServerCli {
             max_connections,
             header_timeout,
             max_log_lag,
+            allowed_origins,
+            mqtt,
         })
     }
 }
@@ -394,6 +476,59 @@ pub fn parse_write_keys(entries: &[String]) -> anyhow::Result<BTreeMap<String, S
     Ok(keys)
 }
 
+/// Parses `KEY=ORIGIN` entries: each key must be a configured write key, each
+/// origin `*` or `http(s)://host[:port]` exactly as a browser sends it in
+/// `Origin` (no path, no trailing slash; compared case-insensitively, so kept in
+/// lower case).
+pub fn parse_allowed_origins(
+    entries: &[String],
+    write_keys: &BTreeMap<String, String>,
+) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for entry in entries {
+        let Some((key, origin)) = entry.split_once('=') else {
+            bail!(
+                "--allowed-origin `{entry}` has no `=`; use KEY=ORIGIN, e.g. k1=https://shop.example.com or k1=*"
+            );
+        };
+        let (key, origin) = (key.trim(), origin.trim());
+        if !write_keys.contains_key(key) {
+            bail!(
+                "--allowed-origin `{entry}` names a write key that is not configured; \
+                 give the same key with --write-key KEY[=SOURCE]"
+            );
+        }
+        let origin =
+            normalize_origin(origin).with_context(|| format!("--allowed-origin `{entry}`"))?;
+        out.entry(key.to_string()).or_default().insert(origin);
+    }
+    Ok(out)
+}
+
+/// `*`, or `scheme://host[:port]` in lower case.
+fn normalize_origin(origin: &str) -> anyhow::Result<String> {
+    if origin == "*" {
+        return Ok(origin.to_string());
+    }
+    let lower = origin.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    let ok = rest.is_some_and(|host| {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    });
+    if !ok {
+        bail!(
+            "`{origin}` is not an origin; use scheme://host[:port] as the browser sends it \
+             (no path, no trailing slash), e.g. https://shop.example.com, or `*` for any page"
+        );
+    }
+    Ok(lower)
+}
+
 /// Source names become a path segment (`source=NAME/`), so they are restricted.
 pub fn check_source_name(source: &str) -> anyhow::Result<()> {
     let ok = !source.is_empty()
@@ -451,5 +586,75 @@ mod tests {
         assert_eq!(k["b"], "ios");
         assert!(parse_write_keys(&["c=../x".into()]).is_err());
         assert!(parse_write_keys(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn toml_keys_for_browsers_and_mqtt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            r#"
+write-key = ["k1=web"]
+allowed-origin = ["k1=https://shop.example.com"]
+mqtt = "mqtt://broker:1884"
+mqtt-topic = ["devices/+/events=devices"]
+mqtt-username = "u"
+mqtt-password = "p"
+mqtt-share-group = "g"
+"#,
+        )
+        .unwrap();
+        let cli = ServerCli {
+            config: Some(path),
+            ..Default::default()
+        };
+        let cfg = cli.resolve().unwrap();
+        assert!(cfg.allowed_origins["k1"].contains("https://shop.example.com"));
+        let m = cfg.mqtt.unwrap();
+        assert_eq!((m.host.as_str(), m.port), ("broker", 1884));
+        assert_eq!(m.credentials, Some(("u".into(), "p".into())));
+        assert_eq!(
+            m.subscriptions(),
+            vec!["$share/g/devices/+/events".to_string()]
+        );
+        // Topics without a broker is a mistake worth saying.
+        let cli = ServerCli {
+            serve: ServeArgs {
+                mqtt_topic: vec!["a=b".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = cli.resolve().unwrap_err();
+        assert!(format!("{e:#}").contains("without --mqtt"), "{e:#}");
+    }
+
+    #[test]
+    fn allowed_origins() {
+        let keys = parse_write_keys(&["k1=web".into(), "k2=ios".into()]).unwrap();
+        let o = parse_allowed_origins(
+            &[
+                "k1=https://Shop.example.com".into(),
+                "k1=http://127.0.0.1:8081".into(),
+                "k2=*".into(),
+            ],
+            &keys,
+        )
+        .unwrap();
+        assert!(o["k1"].contains("https://shop.example.com"));
+        assert!(o["k1"].contains("http://127.0.0.1:8081"));
+        assert!(o["k2"].contains("*"));
+        for bad in [
+            "k1",
+            "k3=https://a.example",
+            "k1=https://a.example/",
+            "k1=https://a.example/path",
+            "k1=a.example",
+            "k1=ftp://a.example",
+        ] {
+            let e = parse_allowed_origins(&[bad.into()], &keys).unwrap_err();
+            assert!(format!("{e:#}").contains(bad), "{e:#}");
+        }
     }
 }

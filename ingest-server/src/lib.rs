@@ -14,6 +14,8 @@
 //! * `storage`: object storage (`object_store`) and the object formats;
 //! * `state`: the state database shared by the stages (dedupe index, intents,
 //!   checkpoint, idempotency answers);
+//! * `sources`: event sources beside HTTP (MQTT), which validate like the
+//!   front-end and append to the same `log::Broker`;
 //! * [`tools`]: `compact` and `import`.
 //!
 //! Only what the binary and the tests use is public.
@@ -27,6 +29,7 @@ mod http;
 mod log;
 mod metrics;
 pub mod server;
+mod sources;
 mod state;
 mod status;
 mod storage;

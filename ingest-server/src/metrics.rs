@@ -49,6 +49,22 @@ pub struct Metrics {
     pub dedupe_bytes: AtomicU64,
     /// Sink failures (retried).
     pub sink_errors: AtomicU64,
+    /// Browser requests refused because their `Origin` is not allowed for the key.
+    pub origin_refused: AtomicU64,
+    /// analytics.js settings served.
+    pub browser_settings: AtomicU64,
+    /// analytics.js metrics posts received (and dropped).
+    pub browser_metrics: AtomicU64,
+    /// MQTT messages received (redeliveries included).
+    pub mqtt_received: AtomicU64,
+    /// MQTT messages acknowledged (PUBACK sent after their events were durable).
+    pub mqtt_acked: AtomicU64,
+    /// MQTT messages with a bad payload or refused events, kept as dead letters.
+    pub mqtt_rejected: AtomicU64,
+    /// 1 while connected to the MQTT broker.
+    pub mqtt_connected: AtomicU64,
+    /// 1 once the broker has granted every subscription of the current connection.
+    pub mqtt_subscribed: AtomicU64,
 }
 
 /// Upper bounds of [`Metrics::object_size_buckets`].
@@ -105,6 +121,21 @@ impl Metrics {
                 &self.events_rejected,
             ),
             (
+                "ingest_origin_refused_total",
+                "Browser requests refused: Origin not allowed for the write key.",
+                &self.origin_refused,
+            ),
+            (
+                "ingest_browser_settings_total",
+                "analytics.js settings answers served.",
+                &self.browser_settings,
+            ),
+            (
+                "ingest_browser_library_metrics_total",
+                "analytics.js metrics posts received and dropped.",
+                &self.browser_metrics,
+            ),
+            (
                 "ingest_events_duplicate_total",
                 "Events dropped as duplicates by messageId.",
                 &self.events_duplicate,
@@ -140,6 +171,21 @@ impl Metrics {
                 &self.object_bytes,
             ),
             (
+                "ingest_mqtt_messages_received_total",
+                "MQTT messages received (broker redeliveries included).",
+                &self.mqtt_received,
+            ),
+            (
+                "ingest_mqtt_messages_acked_total",
+                "MQTT messages acknowledged after their events were durable.",
+                &self.mqtt_acked,
+            ),
+            (
+                "ingest_mqtt_messages_rejected_total",
+                "MQTT messages with a bad payload or refused events (kept as dead letters).",
+                &self.mqtt_rejected,
+            ),
+            (
                 "ingest_sink_errors_total",
                 "Failed sink operations (retried).",
                 &self.sink_errors,
@@ -167,6 +213,16 @@ impl Metrics {
                 "ingest_writer_buffered_bytes",
                 "Memory held by open objects, all partitions together.",
                 &self.writer_buffered_bytes,
+            ),
+            (
+                "ingest_mqtt_connected",
+                "1 while the MQTT source is connected to its broker.",
+                &self.mqtt_connected,
+            ),
+            (
+                "ingest_mqtt_subscribed",
+                "1 once the broker granted every subscription of the current MQTT connection.",
+                &self.mqtt_subscribed,
             ),
             (
                 "ingest_dedupe_index_ids",

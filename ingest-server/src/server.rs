@@ -88,6 +88,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         idem_inflight: Mutex::new(Default::default()),
         writer: status.clone(),
         shutting_down: AtomicBool::new(false),
+        origins: Arc::new(crate::http::cors::BrowserOrigins::new(&cfg.allowed_origins)),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -98,6 +99,31 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         format = ?cfg.store.format,
         "ingest-server ready"
     );
+    let mqtt = match &cfg.mqtt {
+        Some(mcfg) => {
+            let client_id = match &mcfg.client_id {
+                Some(id) => id.clone(),
+                None => generated_client_id(&data_dir)?,
+            };
+            tracing::info!(host = %mcfg.host, port = mcfg.port, client_id, "MQTT source starting");
+            Some(crate::sources::mqtt::spawn(
+                mcfg.clone(),
+                client_id,
+                crate::sources::mqtt::Deps {
+                    log: log.clone(),
+                    sink: state.sink.clone(),
+                    metrics: state.metrics.clone(),
+                    limits: crate::http::validate::Limits {
+                        max_event_bytes: cfg.max_event_bytes,
+                        max_request_bytes: cfg.max_batch_bytes
+                            * tributary_protocol::limits::REQUEST_EXPANSION,
+                    },
+                    max_payload: cfg.max_batch_bytes,
+                },
+            ))
+        }
+        None => None,
+    };
     let shutdown_state = state.clone();
     let limits = crate::http::serve::ConnLimits {
         max_connections: cfg.max_connections,
@@ -109,6 +135,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         shutdown_state.shutting_down.store(true, Ordering::Release);
     })
     .await;
+    // The MQTT source acks what is durable and disconnects (keeping its session).
+    if let Some(m) = mqtt {
+        m.stop().await;
+    }
     // Every in-flight request is answered; write whatever is queued, then stop the log.
     log.close();
     status.stop.store(true, Ordering::Release);
@@ -139,6 +169,33 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// The MQTT client id of this data directory: generated at the first start and
+/// kept, so the broker's persistent session survives restarts.
+fn generated_client_id(data_dir: &Path) -> anyhow::Result<String> {
+    use crate::sources::mqtt::config::CLIENT_ID_FILE;
+    let path = data_dir.join(CLIENT_ID_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && !text.trim().is_empty()
+    {
+        return Ok(text.trim().to_string());
+    }
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random)
+        .map_err(|e| anyhow::anyhow!("cannot draw a random MQTT client id: {e}"))?;
+    let id: String = format!(
+        "tributary-{}",
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let mut f =
+        std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{id}")?;
+    f.sync_all()?;
+    Ok(id)
 }
 
 /// Loads the generated write key, creating it (mode 0600) and printing it on first start.

@@ -20,6 +20,8 @@ pub enum ErrorCode {
     BodyError,
     /// 401: unknown or missing write key.
     Unauthorized,
+    /// 403: a browser request whose `Origin` is not allowed for its write key.
+    OriginNotAllowed,
     /// 404: no such endpoint.
     NotFound,
     /// 408: the body arrived too slowly.
@@ -46,7 +48,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of `docs/PROTOCOL.md`'s table.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::MalformedJson,
         Self::EmptyBody,
         Self::BadRequest,
@@ -54,6 +56,7 @@ impl ErrorCode {
         Self::BadIdempotencyKey,
         Self::BodyError,
         Self::Unauthorized,
+        Self::OriginNotAllowed,
         Self::NotFound,
         Self::BodyTimeout,
         Self::IdempotencyInProgress,
@@ -77,6 +80,7 @@ impl ErrorCode {
             Self::BadIdempotencyKey => "bad_idempotency_key",
             Self::BodyError => "body_error",
             Self::Unauthorized => "unauthorized",
+            Self::OriginNotAllowed => "origin_not_allowed",
             Self::NotFound => "not_found",
             Self::BodyTimeout => "body_timeout",
             Self::IdempotencyInProgress => "idempotency_in_progress",
@@ -101,6 +105,7 @@ impl ErrorCode {
             | Self::BadIdempotencyKey
             | Self::BodyError => 400,
             Self::Unauthorized => 401,
+            Self::OriginNotAllowed => 403,
             Self::NotFound => 404,
             Self::BodyTimeout => 408,
             Self::IdempotencyInProgress => 409,

@@ -13,7 +13,7 @@ use tributary_protocol::{BatchResponse, ErrorCode};
 use super::error::ApiError;
 use super::idempotency::{self, Begin};
 use super::validate::{self, Endpoint, Limits, Prepared, RequestError, prepare};
-use super::{AppState, auth, body, json_response, rawjson};
+use super::{AppState, auth, body, browser, json_response, rawjson};
 use crate::log::{IdempotencyRecord, Record};
 
 /// Handles one request to a tracking endpoint.
@@ -63,13 +63,21 @@ async fn handle(s: &Arc<AppState>, req: Request, endpoint: Endpoint) -> Result<R
     // Parsed one level deep (a batch's items two): nested values stay raw bytes.
     let body = rawjson::Body::parse(&decoded, endpoint == Endpoint::Batch)
         .map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))?;
-    let Some(source) = auth::authenticate(&s.keys, &parts.headers, body.write_key().as_deref())
-    else {
+    let query_key = query_write_key(&parts.uri);
+    let Some((key, source)) = auth::authenticate(
+        &s.keys,
+        &parts.headers,
+        body.write_key().as_deref(),
+        query_key.as_deref(),
+    ) else {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
             "unknown or missing write key; send it as the HTTP Basic user name or as `writeKey` in the body",
         ));
     };
+    // Before anything is appended: a page of a disallowed origin gets no data in,
+    // even through requests the browser sends without asking (text/plain, beacons).
+    browser::check_origin(s, &key, &parts.headers)?;
     let idem = idempotency::key(&parts.headers)?.map(|key| {
         (
             format!("{source}\n{key}"),
@@ -101,6 +109,15 @@ async fn handle(s: &Arc<AppState>, req: Request, endpoint: Endpoint) -> Result<R
     drop(body);
     drop(decoded);
     commit(s, prepared, idem, received.timestamp_millis()).await
+}
+
+/// The `writeKey` query parameter, for beacon clients (RudderStack's beacon
+/// mode puts the key in the URL because `sendBeacon` cannot set headers).
+fn query_write_key(uri: &axum::http::Uri) -> Option<String> {
+    let axum::extract::Query(q) =
+        axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(uri)
+            .ok()?;
+    q.get("writeKey").cloned()
 }
 
 /// Appends the accepted events (and the idempotency answer) durably, then answers.

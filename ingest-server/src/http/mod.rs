@@ -7,6 +7,8 @@
 
 mod auth;
 mod body;
+mod browser;
+pub mod cors;
 mod error;
 mod idempotency;
 mod ingest;
@@ -59,23 +61,49 @@ pub struct AppState {
     pub writer: Arc<WriterStatus>,
     /// Set on shutdown: new requests get 503.
     pub shutting_down: AtomicBool,
+    /// Web page origins allowed per write key.
+    pub origins: Arc<cors::BrowserOrigins>,
 }
 
 /// The router.
 pub fn router(state: Arc<AppState>) -> Router {
-    let mut r = Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+    // Every route a browser may call, behind the CORS layer (which answers
+    // preflights itself, so OPTIONS never reaches a handler or reads a body).
+    let mut api = Router::new()
         .route("/v1/batch", post(|s, r| ingest(s, r, Endpoint::Batch)))
-        .route("/v1/import", post(|s, r| ingest(s, r, Endpoint::Batch)));
+        .route("/v1/import", post(|s, r| ingest(s, r, Endpoint::Batch)))
+        // analytics.js: `<apiHost>/<first letter of the type>`, `/b` for its
+        // batching mode, `/m` for its own metrics, and the settings it loads.
+        .route("/v1/b", post(|s, r| ingest(s, r, Endpoint::Batch)))
+        .route("/v1/m", post(browser::library_metrics))
+        .route("/v1/projects/{write_key}/settings", get(browser::settings))
+        // RudderStack's JS SDK: its own metrics (dropped like analytics.js's),
+        // and its beacon mode (`?writeKey=` in the URL).
+        .route("/rsaMetrics", post(browser::library_metrics))
+        .route(
+            "/beacon/v1/batch",
+            post(|s, r| ingest(s, r, Endpoint::Batch)),
+        );
     for kind in validate::TYPES {
-        r = r.route(
+        api = api.route(
             &format!("/v1/{kind}"),
             post(move |s, r| ingest(s, r, Endpoint::Single(kind))),
         );
+        // `screen` shares its letter with nothing else; analytics.js posts
+        // `track` to `/t`, `page` to `/p`, and so on.
+        api = api.route(
+            &format!("/v1/{}", &kind[..1]),
+            post(move |s, r| ingest(s, r, Endpoint::Single(kind))),
+        );
     }
-    r.fallback(not_found).with_state(state)
+    let api = api.layer(cors::layer(state.origins.clone()));
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .fallback(not_found)
+        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

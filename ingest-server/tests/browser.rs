@@ -12,7 +12,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -21,14 +20,6 @@ use support::*;
 
 const OTHER_KEY: &str = "other-key";
 const PAGE_ORIGIN_HOST: &str = "127.0.0.1";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An OPTIONS or GET with an Origin; returns status, the ACAO header, the body.
 fn with_origin(

@@ -221,22 +221,12 @@ fn messages(from: usize, to: usize, tag: &str) -> (Messages, Vec<usize>, usize) 
 }
 
 fn dead_letters(objects: &Path) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut stack = vec![objects.join("_dead_letters")];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "json") {
-                out.push(serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap());
-            }
-        }
-    }
-    out
+    files_under(&objects.join("_dead_letters"), |p| {
+        p.extension().is_some_and(|x| x == "json")
+    })
+    .iter()
+    .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+    .collect()
 }
 
 fn stored_numbers(objects: &Path) -> BTreeMap<u64, usize> {

@@ -23,7 +23,8 @@ pub struct Server {
     pub data_dir: PathBuf,
 }
 
-fn free_port() -> u16 {
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -225,6 +226,11 @@ pub fn track(id: &str) -> Value {
 
 /// Every committed-looking object file (`*.ndjson.gz` / `*.parquet`) under `dir`.
 pub fn object_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir, |p| Format::from_path(&p.to_string_lossy()).is_some())
+}
+
+/// Every file under `dir` (recursively) that `keep` accepts, sorted.
+pub fn files_under(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -235,7 +241,7 @@ pub fn object_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else if Format::from_path(&p.to_string_lossy()).is_some() {
+            } else if keep(&p) {
                 out.push(p);
             }
         }

@@ -61,6 +61,25 @@ fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str, timeout: Durat
     panic!("{what} did not listen on {addr} within {timeout:?}");
 }
 
+/// True once `endpoint` answers an S3 ListBuckets (moto's answer) while
+/// `child` is still running; false if the child exits or time runs out.
+fn answers_as_moto(endpoint: &str, child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(mut r) = agent().get(format!("{endpoint}/")).call() {
+            let body = r.body_mut().read_to_string().unwrap_or_default();
+            if body.contains("ListAllMyBucketsResult") && matches!(child.try_wait(), Ok(None)) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 /// moto's S3 server on 127.0.0.1, killed when dropped.
 pub struct Moto {
     child: Child,
@@ -69,22 +88,28 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts `moto_server` from the venv on a free port and waits until it answers.
+    /// Starts `moto_server` from the venv on a free port and waits until it
+    /// answers as moto. A "free" port can be taken by a server of a test running
+    /// in parallel before moto binds it (moto then exits, and the other server
+    /// answered the readiness probe): moto is started again on another port.
     pub fn start(venv: &Path) -> Self {
-        let port = free_port();
-        let mut child = Command::new(venv.join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn moto_server");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for_port(addr, &mut child, "moto_server", Duration::from_secs(30));
-        Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(venv.join("bin/moto_server"))
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn moto_server");
+            let endpoint = format!("http://127.0.0.1:{port}");
+            if answers_as_moto(&endpoint, &mut child, Duration::from_secs(30)) {
+                return Moto { child, endpoint };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        panic!("moto_server did not start on any of 5 ports");
     }
 
     /// Creates a bucket (moto does not check signatures, so a plain PUT does).

@@ -77,23 +77,8 @@ impl Client {
     /// `Stats::last_error` and the logger; the writer keeps retrying),
     /// recording still works: events wait in memory up to `max_buffer_bytes`.
     pub fn await_ready(&self, timeout_ms: u64) -> bool {
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        let mut s = lock(&self.shared.signals);
-        loop {
-            if s.ready {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline || s.stop {
-                return false;
-            }
-            s = self
-                .shared
-                .signals_cv
-                .wait_timeout(s, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
+        self.shared
+            .wait_until(Duration::from_millis(timeout_ms), |s| s.ready)
     }
 
     /// Records a `track` event. `properties_json` must be a JSON object (or empty for none).
@@ -299,20 +284,9 @@ impl Client {
     }
 
     fn wait_for_state(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut s = lock(&self.shared.signals);
-        while self.shared.state_pending.load(Ordering::SeqCst) && !s.stop {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            s = self
-                .shared
-                .signals_cv
-                .wait_timeout(s, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
+        let pending = &self.shared.state_pending;
+        self.shared
+            .wait_until(timeout, |_| !pending.load(Ordering::SeqCst));
     }
 
     /// A snapshot of the queue and the counters.

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::Config;
 pub(crate) use crate::counters::Counters;
@@ -88,6 +88,27 @@ impl Shared {
         change(&mut s);
         drop(s);
         self.signals_cv.notify_all();
+    }
+
+    /// Waits on the signals until `done` holds (true), the client stops or
+    /// `timeout` passes (false).
+    pub fn wait_until(&self, timeout: Duration, done: impl Fn(&Signals) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = lock(&self.signals);
+        loop {
+            if done(&s) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || s.stop {
+                return false;
+            }
+            s = self
+                .signals_cv
+                .wait_timeout(s, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
     }
 
     /// The current identity.

@@ -370,11 +370,8 @@ impl Writer {
         let started = Instant::now();
         let bytes = match obj.bytes {
             Ok(b) => b,
-            Err(e) => self.give_up(obj.first, &obj.keys, e),
+            Err(e) => return self.give_up(obj.first, &obj.keys, e),
         };
-        if bytes.is_empty() {
-            return;
-        }
         let path = object_path(&obj.dir, obj.first, obj.last, self.cfg.format);
         let intent = Intent {
             path: path.clone(),
@@ -398,14 +395,13 @@ impl Writer {
 
     /// Only a format bug gets here (every event was pushed fine). Losing
     /// silently is worse than loud: the events are counted as rejected.
-    fn give_up(&mut self, first: u64, keys: &[MessageKey], e: FormatError) -> Vec<u8> {
+    fn give_up(&mut self, first: u64, keys: &[MessageKey], e: FormatError) {
         let events = keys.len() as u64;
         tracing::error!(error = %e, events, "encoding an object failed; its events are dropped");
         self.metrics
             .events_rejected
             .fetch_add(events, Ordering::Relaxed);
         self.placement.committed(first, keys);
-        Vec::new()
     }
 
     /// Takes in the commits the committer reported.

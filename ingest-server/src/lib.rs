@@ -16,13 +16,16 @@
 //!   checkpoint, idempotency answers);
 //! * `sources`: event sources beside HTTP (MQTT), which validate like the
 //!   front-end and append to the same `log::Broker`;
-//! * [`tools`]: `compact` and `import`.
+//! * [`tools`]: `compact` and `import`;
+//! * [`cluster`]: the distributed mode, where front-ends publish to NATS
+//!   JetStream and object writers on other machines consume from it.
 //!
 //! Only what the binary and the tests use is public.
 
 #![deny(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod cluster;
 pub mod config;
 mod dirlock;
 mod http;

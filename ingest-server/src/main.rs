@@ -1,6 +1,7 @@
 //! `ingest-server`: serve (default), `compact`, `import`.
 
 use clap::{Parser, Subcommand};
+use ingest_server::cluster::ClusterArgs;
 use ingest_server::config::ServerCli;
 use ingest_server::server;
 use ingest_server::tools::{compact, import};
@@ -22,10 +23,28 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     serve: ServerCli,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// A role's options: the server's, and the broker's.
+#[derive(Debug, clap::Args)]
+struct RoleArgs {
+    #[command(flatten)]
+    serve: ServerCli,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The HTTP front-end (the default command): with --broker, it publishes to
+    /// NATS JetStream; without, one process also writes the objects.
+    Serve(RoleArgs),
+    /// An object writer of the distributed mode: consumes partitions from NATS
+    /// JetStream (--broker is required) and writes their objects. Serves /health,
+    /// /ready and /metrics on --listen.
+    Write(RoleArgs),
     /// Merge the small objects of partitions into target-sized ones, atomically.
     Compact(compact::Args),
     /// Bulk-load NDJSON files (re-runnable: dedupe by messageId makes it idempotent).
@@ -55,7 +74,14 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Some(Command::Compact(args)) => compact::run(args).await,
             Some(Command::Import(args)) => import::run(args).await,
-            None => server::run(cli.serve.resolve()?).await,
+            Some(Command::Serve(a)) => server::run(a.serve.resolve()?, a.cluster.resolve()?).await,
+            Some(Command::Write(a)) => {
+                let cluster = a.cluster.resolve()?.ok_or_else(|| {
+                    anyhow::anyhow!("`write` needs --broker nats://HOST:PORT (the JetStream cluster to consume from)")
+                })?;
+                ingest_server::cluster::writer::run(a.serve.resolve()?, cluster).await
+            }
+            None => server::run(cli.serve.resolve()?, cli.cluster.resolve()?).await,
         }
     });
     match result {

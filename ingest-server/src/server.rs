@@ -16,9 +16,11 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
+use crate::cluster::frontend::{KvAnswers, NatsBroker};
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::{Config, DEFAULT_SOURCE, WRITE_KEY_FILE, parse_write_keys};
 use crate::http::{AppState, router};
-use crate::log::{Broker, FileLog, SEGMENT_BYTES};
+use crate::log::{Answers, Broker, FileLog, Log, SEGMENT_BYTES};
 use crate::metrics::Metrics;
 use crate::state::StateDb;
 use crate::status::WriterStatus;
@@ -28,8 +30,17 @@ use crate::writer::{self, WriterConfig};
 /// How long shutdown waits for the writer to roll and commit open objects.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Runs the server until SIGTERM/SIGINT.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// The stages behind the front-end: the local log and writer, or a broker.
+struct Backend {
+    log: Arc<dyn Broker>,
+    answers: Arc<dyn Answers>,
+    /// The local writer's thread, stopped after the front-end.
+    local: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Runs the server until SIGTERM/SIGINT: one process with its local log, or,
+/// with `cluster`, a front-end publishing to JetStream.
+pub async fn run(cfg: Config, cluster: Option<ClusterConfig>) -> anyhow::Result<()> {
     let data_dir = cfg.store.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -40,51 +51,33 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.write_keys.clone()
     };
     let sink: Arc<dyn Sink> = Arc::new(ObjectSink::open(&cfg.store)?);
-    let db = StateDb::open(&data_dir).context("cannot open the state database")?;
-    let checkpoint = db.checkpoint()?;
-    let mut hook_db = StateDb::open(&data_dir)?;
-    hook_db.relax_sync()?;
-    let hook = Box::new(move |recs: &[&crate::log::IdempotencyRecord]| {
-        if let Err(e) = hook_db.insert_idempotency(recs) {
-            // The records are in the log's last segment; start-up re-inserts them.
-            tracing::warn!(error = %e, "storing idempotency answers failed");
-        }
-    });
-    let opened = FileLog::open(&data_dir.join("log"), checkpoint, SEGMENT_BYTES, hook)
-        .context("cannot open the durable log")?;
-    let mut idem_db = StateDb::open(&data_dir)?;
-    if !opened.recent_idempotency.is_empty() {
-        let refs: Vec<_> = opened.recent_idempotency.iter().collect();
-        idem_db.insert_idempotency(&refs)?;
-    }
-    let log: Arc<dyn Broker> = opened.log;
     let metrics = Arc::new(Metrics::default());
     let status = Arc::new(WriterStatus::default());
     status.sink_healthy.store(true, Ordering::Release);
-    let writer_thread = writer::spawn(
-        WriterConfig {
-            format: cfg.store.format,
-            roll_bytes: cfg.roll_bytes,
-            max_buffer_bytes: cfg.max_buffer_bytes,
-            roll_interval: cfg.roll_interval,
-            dedupe_window: cfg.dedupe_window,
-        },
-        log.clone(),
-        db,
-        StateDb::open(&data_dir).context("cannot open the state database")?,
-        sink.clone(),
-        tokio::runtime::Handle::current(),
-        metrics.clone(),
-        status.clone(),
-    )?;
+    let backend = match cluster {
+        Some(c) => {
+            let cluster = Arc::new(Cluster::connect(c, cfg.dedupe_window).await?);
+            tracing::info!(partitions = cluster.partitions, "publishing to the broker");
+            Backend {
+                log: Arc::new(NatsBroker::new(
+                    cluster.clone(),
+                    tokio::runtime::Handle::current(),
+                )),
+                answers: Arc::new(KvAnswers(cluster)),
+                local: None,
+            }
+        }
+        None => local_backend(&cfg, sink.clone(), metrics.clone(), status.clone())?,
+    };
+    let log = backend.log.clone();
     let state = Arc::new(AppState {
         inflight: tokio::sync::Semaphore::new(cfg.max_inflight),
         cfg: cfg.clone(),
         keys,
         log: log.clone(),
+        answers: backend.answers,
         sink,
         metrics,
-        idem_db: Mutex::new(idem_db),
         idem_inflight: Mutex::new(Default::default()),
         writer: status.clone(),
         shutting_down: AtomicBool::new(false),
@@ -141,6 +134,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     // Every in-flight request is answered; write whatever is queued, then stop the log.
     log.close();
+    let Some(writer_thread) = backend.local else {
+        tracing::info!("shutdown complete");
+        return Ok(());
+    };
     status.stop.store(true, Ordering::Release);
     let join = tokio::task::spawn_blocking(move || writer_thread.join());
     // With the sink down the writer would retry forever. Everything acknowledged
@@ -156,7 +153,58 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Opens the state database and the local log (repairing a torn tail and
+/// re-storing recent idempotency answers) and starts the writer.
+fn local_backend(
+    cfg: &Config,
+    sink: Arc<dyn Sink>,
+    metrics: Arc<Metrics>,
+    status: Arc<WriterStatus>,
+) -> anyhow::Result<Backend> {
+    let data_dir = &cfg.store.data_dir;
+    let db = StateDb::open(data_dir).context("cannot open the state database")?;
+    let checkpoint = db.checkpoint()?;
+    let mut hook_db = StateDb::open(data_dir)?;
+    hook_db.relax_sync()?;
+    let hook = Box::new(move |recs: &[&crate::log::IdempotencyRecord]| {
+        if let Err(e) = hook_db.insert_idempotency(recs) {
+            // The records are in the log's last segment; start-up re-inserts them.
+            tracing::warn!(error = %e, "storing idempotency answers failed");
+        }
+    });
+    let opened = FileLog::open(&data_dir.join("log"), checkpoint, SEGMENT_BYTES, hook)
+        .context("cannot open the durable log")?;
+    let mut idem_db = StateDb::open(data_dir)?;
+    if !opened.recent_idempotency.is_empty() {
+        let refs: Vec<_> = opened.recent_idempotency.iter().collect();
+        idem_db.insert_idempotency(&refs)?;
+    }
+    let log: Arc<dyn Log> = opened.log;
+    let writer_thread = writer::spawn(
+        WriterConfig {
+            format: cfg.store.format,
+            roll_bytes: cfg.roll_bytes,
+            max_buffer_bytes: cfg.max_buffer_bytes,
+            roll_interval: cfg.roll_interval,
+            dedupe_window: cfg.dedupe_window,
+        },
+        log.clone(),
+        db,
+        StateDb::open(data_dir).context("cannot open the state database")?,
+        sink,
+        tokio::runtime::Handle::current(),
+        metrics,
+        status,
+    )?;
+    Ok(Backend {
+        log,
+        answers: Arc::new(Mutex::new(idem_db)),
+        local: Some(writer_thread),
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::log::IdempotencyRecord;
+use crate::log::{IdempotencyRecord, StoredAnswer};
 
 /// 16-byte dedupe key of a message.
 pub type MessageKey = [u8; 16];
@@ -134,17 +134,6 @@ pub struct ObjectCommit<'a> {
     pub keys: &'a [MessageKey],
     /// `seen_at` of those keys (ms since epoch; used for window pruning).
     pub seen_at_ms: i64,
-}
-
-/// The answer kept for an `Idempotency-Key`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredAnswer {
-    /// HTTP status.
-    pub status: u16,
-    /// Response body.
-    pub body: Vec<u8>,
-    /// What the answered request sent, if known ([`crate::http::validate::fingerprint`]).
-    pub fingerprint: Option<[u8; 16]>,
 }
 
 /// The state database.

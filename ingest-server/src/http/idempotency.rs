@@ -49,7 +49,7 @@ pub enum Begin {
 }
 
 /// Looks the (source-scoped) key up.
-pub fn begin(s: &Arc<AppState>, key: &str, fingerprint: [u8; 16]) -> Result<Begin, ApiError> {
+pub async fn begin(s: &Arc<AppState>, key: &str, fingerprint: [u8; 16]) -> Result<Begin, ApiError> {
     if !lock(&s.idem_inflight).insert(key.to_string()) {
         return Err(ApiError::new(
             ErrorCode::IdempotencyInProgress,
@@ -61,7 +61,7 @@ pub fn begin(s: &Arc<AppState>, key: &str, fingerprint: [u8; 16]) -> Result<Begi
         key: key.to_string(),
     };
     let since = chrono::Utc::now().timestamp_millis() - s.cfg.dedupe_window.as_millis() as i64;
-    let found = lock(&s.idem_db).lookup_idempotency(key, since);
+    let found = s.answers.lookup(key, since).await;
     match found {
         Ok(Some(stored)) if stored.fingerprint.is_some_and(|f| f != fingerprint) => {
             Err(ApiError::new(
@@ -84,5 +84,19 @@ pub fn begin(s: &Arc<AppState>, key: &str, fingerprint: [u8; 16]) -> Result<Begi
             ErrorCode::StateUnavailable,
             format!("cannot check the Idempotency-Key ({e}); retry later"),
         )),
+    }
+}
+
+/// The single process's answers: its state database.
+impl crate::log::Answers for std::sync::Mutex<crate::state::StateDb> {
+    fn lookup<'a>(
+        &'a self,
+        key: &'a str,
+        since_ms: i64,
+    ) -> futures::future::BoxFuture<'a, Result<Option<crate::log::StoredAnswer>, String>> {
+        let found = lock(self)
+            .lookup_idempotency(key, since_ms)
+            .map_err(|e| e.to_string());
+        Box::pin(std::future::ready(found))
     }
 }

@@ -85,7 +85,7 @@ async fn handle(s: &Arc<AppState>, req: Request, endpoint: Endpoint) -> Result<R
         )
     });
     let _guard = match &idem {
-        Some((key, fingerprint)) => match idempotency::begin(s, key, *fingerprint)? {
+        Some((key, fingerprint)) => match idempotency::begin(s, key, *fingerprint).await? {
             Begin::New(guard) => Some(guard),
             Begin::Replay(answer) => return Ok(answer),
         },

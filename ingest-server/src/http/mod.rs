@@ -33,9 +33,8 @@ use self::error::ApiError;
 use self::ingest::ingest;
 use self::validate::Endpoint;
 use crate::config::Config;
-use crate::log::Broker;
+use crate::log::{Answers, Broker};
 use crate::metrics::Metrics;
-use crate::state::StateDb;
 use crate::status::WriterStatus;
 use crate::storage::Sink;
 
@@ -51,8 +50,8 @@ pub struct AppState {
     pub sink: Arc<dyn Sink>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Connection for idempotency lookups.
-    pub idem_db: Mutex<StateDb>,
+    /// Where `Idempotency-Key` answers are looked up.
+    pub answers: Arc<dyn Answers>,
     /// Idempotency keys of requests in progress.
     pub idem_inflight: Mutex<HashSet<String>>,
     /// Request slots (overload → 429).

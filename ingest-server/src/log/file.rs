@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::{
-    Broker, EventRecord, IdempotencyHook, IdempotencyRecord, LogError, LogReader, Record, lock,
+    Broker, EventRecord, IdempotencyHook, IdempotencyRecord, Log, LogError, LogReader, Record, lock,
 };
 
 /// Default size at which the log starts a new segment file.
@@ -162,6 +162,32 @@ impl Broker for FileLog {
         Ok(rx)
     }
 
+    fn lag_bytes(&self) -> u64 {
+        if self.shared.checkpoint.load(Ordering::Acquire) >= self.durable_end() {
+            return 0;
+        }
+        let base = lock(&self.shared.groups).front().map(|g| g.1).unwrap_or(0);
+        self.shared
+            .cum_bytes
+            .load(Ordering::Acquire)
+            .saturating_sub(base)
+    }
+
+    fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        if let Some(tx) = lock(&self.tx).take() {
+            let _ = tx.send(Msg::Stop);
+        }
+        if let Some(thread) = lock(&self.thread).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Log for FileLog {
     fn durable_end(&self) -> u64 {
         *lock(&self.shared.durable)
     }
@@ -186,30 +212,6 @@ impl Broker for FileLog {
             }
         }
         Ok(())
-    }
-
-    fn lag_bytes(&self) -> u64 {
-        if self.shared.checkpoint.load(Ordering::Acquire) >= self.durable_end() {
-            return 0;
-        }
-        let base = lock(&self.shared.groups).front().map(|g| g.1).unwrap_or(0);
-        self.shared
-            .cum_bytes
-            .load(Ordering::Acquire)
-            .saturating_sub(base)
-    }
-
-    fn healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::Acquire)
-    }
-
-    fn close(&self) {
-        if let Some(tx) = lock(&self.tx).take() {
-            let _ = tx.send(Msg::Stop);
-        }
-        if let Some(thread) = lock(&self.thread).take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -85,27 +85,58 @@ pub enum Record {
 /// the group is durable and before the appends complete.
 pub type IdempotencyHook = Box<dyn FnMut(&[&IdempotencyRecord]) + Send>;
 
-/// The broker stage: a durable, ordered log. Swap it (e.g. for NATS JetStream)
-/// by implementing this trait.
+/// The broker stage as the front-end and the sources see it: a place to append
+/// records durably. The local [`FileLog`] is one; the NATS JetStream broker of
+/// the distributed mode ([`crate::cluster`]) is another.
 pub trait Broker: Send + Sync {
-    /// Appends records durably; the returned channel yields the first offset once
-    /// they are on disk, or an error if they were not kept.
+    /// Appends records durably; the returned channel yields once they are
+    /// durable (with the first offset, where the broker has offsets), or an
+    /// error if they were not kept.
     fn append(
         &self,
         records: Vec<Record>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<u64, String>>, LogError>;
+    /// Bytes accepted but not yet in committed objects, where the broker knows
+    /// it (the front-end refuses events above `--max-log-lag`); 0 otherwise.
+    fn lag_bytes(&self) -> u64;
+    /// False while appends are expected to fail (a failed write, a lost broker).
+    fn healthy(&self) -> bool;
+    /// Stops taking appends after every append already queued is written.
+    fn close(&self);
+}
+
+/// The local log as the writer sees it: ordered offsets to read from and a
+/// checkpoint below which records may go.
+pub trait Log: Broker {
     /// One past the last durable offset.
     fn durable_end(&self) -> u64;
     /// A reader of durable records, from `offset` on.
     fn reader(&self, offset: u64) -> Result<Box<dyn LogReader>, LogError>;
     /// Records that `offset` is the writer's checkpoint: everything below it may go.
     fn truncate_below(&self, offset: u64) -> Result<(), LogError>;
-    /// Bytes of log above the checkpoint (how far the writer is behind).
-    fn lag_bytes(&self) -> u64;
-    /// False after a failed write until a write succeeds again.
-    fn healthy(&self) -> bool;
-    /// Stops the log thread after every append already queued is written.
-    fn close(&self);
+}
+
+/// A stored `Idempotency-Key` answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// Response body.
+    pub body: Vec<u8>,
+    /// What the answered request sent, if known ([`crate::http::validate::fingerprint`]).
+    pub fingerprint: Option<[u8; 16]>,
+}
+
+/// Where the front-end looks up the answers given to `Idempotency-Key`s: the
+/// state database in the single process, a JetStream KV bucket shared by every
+/// front-end in the distributed mode.
+pub trait Answers: Send + Sync {
+    /// The answer stored for the (source-scoped) key since `since_ms`, if any.
+    fn lookup<'a>(
+        &'a self,
+        key: &'a str,
+        since_ms: i64,
+    ) -> futures::future::BoxFuture<'a, Result<Option<StoredAnswer>, String>>;
 }
 
 /// Reads durable records in order.

@@ -223,6 +223,21 @@ impl ObjectSink {
         blocking(move || dirs.iter().try_for_each(|d| sync_path(d))).await
     }
 
+    /// Writes an object only if no object has that name (`PutMode::Create`:
+    /// `If-None-Match: *` on S3, an exclusive create on the local store), in one
+    /// PUT whatever its size. `Ok(false)` if it existed already. The distributed
+    /// writers name objects by what they hold, so an existing object is the same
+    /// cut, finished by another writer.
+    pub async fn put_new(&self, path: &str, bytes: bytes::Bytes) -> Result<bool, SinkError> {
+        let p = self.full(path);
+        let opts = object_store::PutOptions::from(object_store::PutMode::Create);
+        match self.store.put_opts(&p, PutPayload::from(bytes), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// [`Sink::make_durable`] for a full store path (compaction works on those).
     pub async fn make_durable_full(&self, path: &ObjPath) -> Result<(), SinkError> {
         let Some(local) = &self.local else {

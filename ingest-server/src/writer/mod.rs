@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
-use crate::log::{Broker, LogReader, Record};
+use crate::log::{Log, LogReader, Record};
 use crate::metrics::Metrics;
 use crate::state::{Intent, KeyDeriver, MessageKey, ObjectCommit, StateDb};
 use crate::storage::format::{Format, FormatError};
@@ -112,7 +112,7 @@ impl WriterConfig {
 /// The writer, run on its own thread by [`spawn`].
 pub struct Writer {
     cfg: WriterConfig,
-    log: Arc<dyn Broker>,
+    log: Arc<dyn Log>,
     db: StateDb,
     sink: Arc<dyn Sink>,
     rt: Handle,
@@ -136,7 +136,7 @@ const CHUNK: usize = 1024;
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     cfg: WriterConfig,
-    log: Arc<dyn Broker>,
+    log: Arc<dyn Log>,
     db: StateDb,
     commit_db: StateDb,
     sink: Arc<dyn Sink>,

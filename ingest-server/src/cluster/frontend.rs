@@ -11,8 +11,11 @@ use futures::future::BoxFuture;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use super::{Cluster, encode_event, hex};
-use crate::log::{Answers, Broker, IdempotencyRecord, LogError, Record, StoredAnswer};
+use std::collections::BTreeMap;
+
+use super::{Cluster, MAX_MESSAGE_BYTES, encode_events, hex};
+use crate::log::{Answers, Broker, EventRecord, IdempotencyRecord, LogError, Record, StoredAnswer};
+use crate::state::MessageKey;
 
 /// [`Broker`] over NATS JetStream.
 pub struct NatsBroker {
@@ -68,27 +71,40 @@ impl Broker for NatsBroker {
     }
 }
 
-/// Publishes every event, then stores the idempotency answers; `Ok` once
+/// Publishes the events, one message per partition (split at
+/// [`MAX_MESSAGE_BYTES`]), then stores the idempotency answers; `Ok` once
 /// JetStream acknowledged all of them.
 async fn publish(cluster: &Cluster, records: Vec<Record>) -> Result<(), String> {
-    let mut acks = Vec::with_capacity(records.len());
+    let mut by_partition: BTreeMap<u32, Vec<(MessageKey, EventRecord)>> = BTreeMap::new();
     let mut answers = Vec::new();
     for record in records {
         match record {
             Record::Event(e) => {
                 let key = cluster.keys.key(&e.source, &e.message_id);
-                let p = cluster.partition_of(&key);
-                let msg = Publish::build()
-                    .message_id(hex(&key))
-                    .payload(encode_event(&e));
-                let ack = cluster
-                    .js
-                    .send_publish(cluster.subject(p), msg)
-                    .await
-                    .map_err(|e| format!("the broker did not take the events ({e})"))?;
-                acks.push(ack);
+                by_partition
+                    .entry(cluster.partition_of(&key))
+                    .or_default()
+                    .push((key, e));
             }
             Record::Idempotency(i) => answers.push(i),
+        }
+    }
+    let mut acks = Vec::new();
+    for (p, events) in by_partition {
+        for chunk in chunks(&events) {
+            let mut id = twox_hash::XxHash3_128::new();
+            for (key, _) in chunk {
+                id.write(key);
+            }
+            let msg = Publish::build()
+                .message_id(hex(&id.finish_128().to_le_bytes()))
+                .payload(encode_events(chunk.iter().map(|(_, e)| e)));
+            let ack = cluster
+                .js
+                .send_publish(cluster.subject(p), msg)
+                .await
+                .map_err(|e| format!("the broker did not take the events ({e})"))?;
+            acks.push(ack);
         }
     }
     // All published before the first wait: the acks arrive in parallel.
@@ -104,6 +120,24 @@ async fn publish(cluster: &Cluster, records: Vec<Record>) -> Result<(), String> 
             .map_err(|e| format!("the broker did not store the idempotency answer ({e})"))?;
     }
     Ok(())
+}
+
+/// Splits a partition's events into runs of at most [`MAX_MESSAGE_BYTES`].
+fn chunks(events: &[(MessageKey, EventRecord)]) -> Vec<&[(MessageKey, EventRecord)]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (_, e)) in events.iter().enumerate() {
+        let size = e.json.len() + e.source.len() + e.message_id.len() + 16;
+        if i > start && bytes + size > MAX_MESSAGE_BYTES {
+            out.push(&events[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < events.len() {
+        out.push(&events[start..]);
+    }
+    out
 }
 
 /// The KV key of a scoped `Idempotency-Key`: its keyed hash (KV keys allow few

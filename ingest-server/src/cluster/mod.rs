@@ -27,12 +27,13 @@
 //!
 //! **Front-end.** An event is routed to partition `hash(source, messageId) mod N`
 //! (the keyed hash of the dedupe index, with the shared secret), so every copy of
-//! one event lands in the same partition. It is published with
-//! `Nats-Msg-Id = that hash`: JetStream drops a copy published again within its
-//! duplicate window (a front-end retrying after a lost ack). The front-end
-//! answers 200 only after JetStream acknowledged every accepted event of the
-//! request, which with R3 means a quorum of nodes stored it (and, with
-//! `sync_interval: always`, synced it).
+//! one event lands in the same partition. A request's events of one partition
+//! travel in one message (see [`encode_events`]) with `Nats-Msg-Id` = a hash of
+//! their keys: JetStream drops a message published again within its duplicate
+//! window (a retry of the same request after a lost ack). The front-end answers
+//! 200 only after JetStream acknowledged every message of the request, which
+//! with R3 means a quorum of nodes stored it (and, with `sync_interval: always`,
+//! synced it).
 //!
 //! **Writer.** A partition's state `S = (committed C, cut K, owner)` lives in one
 //! KV entry. Its owner reads messages after `C`, dedupes them against the keys of
@@ -280,37 +281,55 @@ async fn settle_secret(meta: &kv::Store) -> anyhow::Result<KeyDeriver> {
     Ok(KeyDeriver::new((half(&stored[..8]), half(&stored[8..]))))
 }
 
-/// A partition message's body: `[u8 1][i64 receivedAt ms][u16 len][source][u16
-/// len][messageId][event JSON]` (little-endian). Binary, not headers: ids may hold
-/// any character.
-pub fn encode_event(e: &EventRecord) -> Bytes {
-    let mut out = Vec::with_capacity(13 + e.source.len() + e.message_id.len() + e.json.len());
-    out.push(1u8);
-    out.extend_from_slice(&e.received_at_ms.to_le_bytes());
-    for s in [&e.source, &e.message_id] {
-        out.extend_from_slice(&(s.len().min(u16::MAX as usize) as u16).to_le_bytes());
-        out.extend_from_slice(&s.as_bytes()[..s.len().min(u16::MAX as usize)]);
+/// Most bytes of events in one partition message (JetStream's default
+/// `max_payload` is 1 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// A partition message's body: `[u8 2]`, then per event `[u32 length][i64
+/// receivedAt ms][u16 len][source][u16 len][messageId][event JSON]`
+/// (little-endian). One message carries a request's events of one partition, so
+/// JetStream stores (and syncs) once per partition per request, not per event.
+/// Binary, not headers: ids may hold any character.
+pub fn encode_events<'a>(events: impl IntoIterator<Item = &'a EventRecord>) -> Bytes {
+    let mut out = vec![2u8];
+    for e in events {
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&e.received_at_ms.to_le_bytes());
+        for s in [&e.source, &e.message_id] {
+            let n = s.len().min(u16::MAX as usize);
+            out.extend_from_slice(&(n as u16).to_le_bytes());
+            out.extend_from_slice(&s.as_bytes()[..n]);
+        }
+        out.extend_from_slice(&e.json);
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
-    out.extend_from_slice(&e.json);
     Bytes::from(out)
 }
 
-/// The inverse of [`encode_event`].
-pub fn decode_event(b: &[u8]) -> Option<EventRecord> {
-    let (&version, rest) = b.split_first()?;
-    if version != 1 || rest.len() < 8 {
+/// The inverse of [`encode_events`]; `None` if the body is not one.
+pub fn decode_events(b: &[u8]) -> Option<Vec<EventRecord>> {
+    let (&version, mut rest) = b.split_first()?;
+    if version != 2 {
         return None;
     }
-    let (at, mut rest) = rest.split_at(8);
-    let received_at_ms = i64::from_le_bytes(at.try_into().ok()?);
+    let mut events = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        events.push(decode_one(rest.get(4..4 + len)?)?);
+        rest = &rest[4 + len..];
+    }
+    Some(events)
+}
+
+fn decode_one(b: &[u8]) -> Option<EventRecord> {
+    let received_at_ms = i64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+    let mut rest = &b[8..];
     let mut strings = Vec::with_capacity(2);
     for _ in 0..2 {
-        if rest.len() < 2 {
-            return None;
-        }
-        let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-        let body = rest.get(2..2 + len)?;
-        strings.push(std::str::from_utf8(body).ok()?.to_string());
+        let len = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+        strings.push(std::str::from_utf8(rest.get(2..2 + len)?).ok()?.to_string());
         rest = &rest[2 + len..];
     }
     let message_id = strings.pop()?;
@@ -350,9 +369,16 @@ mod tests {
             message_id: "id\r\nwith: odd \u{e9} chars".into(),
             json: br#"{"a":1}"#.to_vec(),
         };
-        assert_eq!(decode_event(&encode_event(&e)), Some(e));
-        assert_eq!(decode_event(b""), None);
-        assert_eq!(decode_event(&[2, 0, 0]), None);
-        assert_eq!(decode_event(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0]), None);
+        let f = EventRecord {
+            message_id: "other".into(),
+            ..e.clone()
+        };
+        let body = encode_events([&e, &f]);
+        assert_eq!(decode_events(&body), Some(vec![e, f]));
+        assert_eq!(decode_events(&body[..body.len() - 1]), None);
+        assert_eq!(decode_events(b""), None);
+        assert_eq!(decode_events(&[1, 0, 0]), None);
+        assert_eq!(decode_events(&[2, 3, 0, 0, 0, 1, 2, 3]), None);
+        assert_eq!(decode_events(&[2]), Some(vec![]));
     }
 }

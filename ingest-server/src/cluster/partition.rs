@@ -16,7 +16,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{Cluster, decode_event, keyfile, object_name};
+use super::{Cluster, decode_events, keyfile, object_name};
+use crate::log::EventRecord;
 use crate::metrics::Metrics;
 use crate::state::MessageKey;
 use crate::storage::format::{Encoder, Format};
@@ -115,10 +116,25 @@ impl Cut {
         let first = self.range.map_or(seq, |r| r.0);
         self.range = Some((first, seq));
         self.opened.get_or_insert_with(Instant::now);
-        let Some(ev) = decode_event(payload) else {
-            tracing::error!(seq, "skipping a message that is not a Tributary event");
+        let Some(events) = decode_events(payload) else {
+            tracing::error!(
+                seq,
+                "skipping a message that is not a Tributary event batch"
+            );
             return;
         };
+        for ev in events {
+            self.push_event(seq, ev, ctx, index);
+        }
+    }
+
+    fn push_event(
+        &mut self,
+        seq: u64,
+        ev: EventRecord,
+        ctx: &Ctx,
+        index: &HashMap<MessageKey, i64>,
+    ) {
         let key = ctx.cluster.keys.key(&ev.source, &ev.message_id);
         if index.contains_key(&key) || !self.keys.insert(key) {
             self.duplicates += 1;

@@ -459,18 +459,20 @@ fn cli_help_errors_and_toml_config() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("use `ndjson` or `parquet`"));
 
-    // TOML file sets the key; env var sets the roll interval.
+    // The TOML file sets the key and the roll interval; its format loses to the
+    // environment variable, and the address comes from TRIBUTARY_LISTEN (the
+    // harness picks the port).
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
-        "write-key = [\"toml-key=fromtoml\"]\nroll-interval = \"1s\"\n",
+        "write-key = [\"toml-key=fromtoml\"]\nroll-interval = \"1s\"\nformat = \"parquet\"\n",
     )
     .unwrap();
-    // The address comes from TRIBUTARY_LISTEN; the harness picks the port.
     let server = tributary_test_support::ServerSpec::new(bin)
         .args(["--config".as_ref(), cfg.as_os_str()])
         .args(["--data-dir".as_ref(), dir.path().join("d").as_os_str()])
+        .env("TRIBUTARY_FORMAT", "ndjson")
         .log_file(dir.path().join("d.log"))
         .listen_env("TRIBUTARY_LISTEN")
         .start()
@@ -489,6 +491,32 @@ fn cli_help_errors_and_toml_config() {
             .to_string_lossy()
             .contains("source=fromtoml")
     );
+    assert!(
+        object_files(&objects)[0]
+            .to_string_lossy()
+            .ends_with(".ndjson.gz"),
+        "the file's format beat the environment variable"
+    );
+
+    // A key that is no option is refused by name, by the subcommands too.
+    std::fs::write(&cfg, "roll-bytes = \"1MiB\"\nrol-interval = \"1s\"\n").unwrap();
+    for args in [
+        &["--config"][..],
+        &["compact", "--config"],
+        &["import", "x.ndjson", "--config"],
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            err.contains("key `rol-interval` is not an option"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[test]

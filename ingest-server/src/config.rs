@@ -1,11 +1,13 @@
 //! Command line, environment and TOML configuration.
 //!
-//! Precedence, highest first: command-line flag, `TRIBUTARY_*` environment
-//! variable, the TOML file given with `--config`, the embedded default. Every
-//! option of [`ServeArgs`] is an `Option` so that the three sources can be
-//! merged; `resolve` turns them into a checked [`Config`].
-//!
-//! The TOML file uses the flag names as keys, e.g.
+//! Every option is declared once, as a field of [`StoreArgs`] or [`ServeArgs`]
+//! with its flag, its `TRIBUTARY_*` variable, its type and its default in the
+//! clap attributes. The TOML file given with `--config` (or `TRIBUTARY_CONFIG`)
+//! uses the flag names as keys; [`parse`] feeds its values to clap as the
+//! defaults of the command being run, so clap itself applies the precedence,
+//! highest first: command-line flag, environment variable, the TOML file, the
+//! built-in default. [`ServerCli::resolve`] then checks what no single option
+//! can check alone and builds the [`Config`].
 //!
 //! ```toml
 //! listen = "0.0.0.0:8080"
@@ -15,14 +17,22 @@
 //! roll-bytes = "64MiB"
 //! roll-interval = "5m"
 //! ```
+//!
+//! `compact` and `import` read the same file: each command takes the keys it has
+//! as options (the storage keys, and e.g. `roll-bytes` for `import`) and leaves
+//! the others. A key that is no option of any command is an error that names it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use clap::error::ErrorKind;
+use clap::{ArgAction, Command};
 
 use crate::sources::mqtt::MqttConfig;
 use crate::storage::format::Format;
@@ -38,15 +48,50 @@ pub const WRITE_KEY_FILE: &str = "write-key";
 
 const MIB: u64 = 1024 * 1024;
 
+/// A size in bytes, written `64MiB`, `512KiB`, `1GiB` or as a byte count
+/// (see [`parse_size`]), and shown in the largest unit that divides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_size(s).map(ByteSize).map_err(|e| e.to_string())
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, size) in [("GiB", 1024 * MIB), ("MiB", MIB), ("KiB", 1024)] {
+            if n >= size && n.is_multiple_of(size) {
+                return write!(f, "{}{unit}", n / size);
+            }
+        }
+        write!(f, "{n}")
+    }
+}
+
+/// `--listen`'s parser: an `IP:PORT`.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not an address; use IP:PORT, e.g. 127.0.0.1:8080"))
+}
+
+/// The parser of every duration option: `30s`, `5m`, `7d`, ...
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration ({e}); use e.g. `30s`, `5m`, `7d`"))
+}
+
 /// Options shared by the server and the `compact`/`import` subcommands: where the
 /// state and the objects live, and the object format.
-#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
-    /// Directory for the durable log, the dedupe index and the generated write key
-    /// [default: ./data].
-    #[arg(long, env = "TRIBUTARY_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// Directory for the durable log, the dedupe index and the generated write key.
+    #[arg(long, env = "TRIBUTARY_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
     /// Where objects go: `file:///abs/path` or `s3://bucket/prefix`
     /// [default: file://<data-dir>/objects]. For S3, region and credentials come from
     /// the usual AWS_* environment variables.
@@ -55,18 +100,22 @@ pub struct StoreArgs {
     /// S3-compatible endpoint, e.g. `http://127.0.0.1:5000` (plain http is allowed).
     #[arg(long, env = "TRIBUTARY_S3_ENDPOINT", value_name = "URL")]
     pub s3_endpoint: Option<String>,
-    /// Object format: `ndjson` (gzip NDJSON) or `parquet` [default: ndjson].
-    #[arg(long, env = "TRIBUTARY_FORMAT", value_name = "FORMAT")]
-    pub format: Option<String>,
+    /// Object format: `ndjson` (gzip NDJSON) or `parquet`.
+    #[arg(
+        long,
+        env = "TRIBUTARY_FORMAT",
+        value_name = "FORMAT",
+        default_value = "ndjson"
+    )]
+    pub format: Format,
 }
 
 /// Options of the server (the default command).
-#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "TRIBUTARY_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "TRIBUTARY_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
+    pub listen: SocketAddr,
     /// Accepted write key, `KEY` or `KEY=SOURCE_NAME`; repeat for several (the
     /// environment variable takes a comma-separated list). Without any, a key is
     /// generated on first start, printed, and kept in <data-dir>/write-key (mode 0600).
@@ -76,48 +125,80 @@ pub struct ServeArgs {
         value_name = "KEY[=SOURCE]",
         value_delimiter = ','
     )]
-    #[serde(default)]
     pub write_key: Vec<String>,
-    /// Roll an object when it reaches this size, 1MiB..1GiB [default: 128MiB].
-    #[arg(long, env = "TRIBUTARY_ROLL_BYTES", value_name = "SIZE")]
-    pub roll_bytes: Option<String>,
+    /// Roll an object when it reaches this size, 1MiB..1GiB.
+    #[arg(
+        long,
+        env = "TRIBUTARY_ROLL_BYTES",
+        value_name = "SIZE",
+        default_value = "128MiB"
+    )]
+    pub roll_bytes: ByteSize,
     /// Memory for open objects across all partitions; past it the largest one is
-    /// rolled early, so many sources cannot add up to more, 1MiB..64GiB [default: 1GiB].
-    #[arg(long, env = "TRIBUTARY_MAX_BUFFER_BYTES", value_name = "SIZE")]
-    pub max_buffer_bytes: Option<String>,
-    /// Roll an object when it has been open this long, e.g. `30s`, `5m` [default: 5m].
-    #[arg(long, env = "TRIBUTARY_ROLL_INTERVAL", value_name = "DURATION")]
-    pub roll_interval: Option<String>,
+    /// rolled early, so many sources cannot add up to more, 1MiB..64GiB.
+    #[arg(
+        long,
+        env = "TRIBUTARY_MAX_BUFFER_BYTES",
+        value_name = "SIZE",
+        default_value = "1GiB"
+    )]
+    pub max_buffer_bytes: ByteSize,
+    /// Roll an object when it has been open this long, e.g. `30s`, `5m`.
+    #[arg(long, env = "TRIBUTARY_ROLL_INTERVAL", value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub roll_interval: Duration,
     /// Drop an event whose messageId was seen within this window, and replay the
-    /// answer of an Idempotency-Key seen within it [default: 7d].
-    #[arg(long, env = "TRIBUTARY_DEDUPE_WINDOW", value_name = "DURATION")]
-    pub dedupe_window: Option<String>,
-    /// Largest event, after decompression [default: 32KiB].
-    #[arg(long, env = "TRIBUTARY_MAX_EVENT_BYTES", value_name = "SIZE")]
-    pub max_event_bytes: Option<String>,
-    /// Largest request body, after decompression; also the gzip expansion cap
-    /// [default: 500KiB].
-    #[arg(long, env = "TRIBUTARY_MAX_BATCH_BYTES", value_name = "SIZE")]
-    pub max_batch_bytes: Option<String>,
-    /// Time allowed to receive a request body before answering 408 [default: 10s].
-    #[arg(long, env = "TRIBUTARY_BODY_TIMEOUT", value_name = "DURATION")]
-    pub body_timeout: Option<String>,
-    /// Requests handled at once; more get 429 with Retry-After [default: 1024].
-    #[arg(long, env = "TRIBUTARY_MAX_INFLIGHT", value_name = "N")]
-    pub max_inflight: Option<usize>,
+    /// answer of an Idempotency-Key seen within it.
+    #[arg(long, env = "TRIBUTARY_DEDUPE_WINDOW", value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    pub dedupe_window: Duration,
+    /// Largest event, after decompression.
+    #[arg(
+        long,
+        env = "TRIBUTARY_MAX_EVENT_BYTES",
+        value_name = "SIZE",
+        default_value_t = ByteSize(tributary_protocol::limits::SERVER_MAX_EVENT_BYTES as u64)
+    )]
+    pub max_event_bytes: ByteSize,
+    /// Largest request body, after decompression; also the gzip expansion cap.
+    #[arg(
+        long,
+        env = "TRIBUTARY_MAX_BATCH_BYTES",
+        value_name = "SIZE",
+        default_value_t = ByteSize(tributary_protocol::limits::SERVER_MAX_BATCH_BYTES as u64)
+    )]
+    pub max_batch_bytes: ByteSize,
+    /// Time allowed to receive a request body before answering 408.
+    #[arg(long, env = "TRIBUTARY_BODY_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Requests handled at once; more get 429 with Retry-After.
+    #[arg(
+        long,
+        env = "TRIBUTARY_MAX_INFLIGHT",
+        value_name = "N",
+        default_value_t = 1024
+    )]
+    pub max_inflight: usize,
     /// Open client connections at most; further ones wait in the kernel's
-    /// accept queue until one closes [default: 10000].
-    #[arg(long, env = "TRIBUTARY_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<usize>,
+    /// accept queue until one closes.
+    #[arg(
+        long,
+        env = "TRIBUTARY_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
+    pub max_connections: usize,
     /// Time a client has to send a request's headers, counted from the moment
-    /// the connection is open or idle: slow or idle connections are closed
-    /// [default: 30s].
-    #[arg(long, env = "TRIBUTARY_HEADER_TIMEOUT", value_name = "DURATION")]
-    pub header_timeout: Option<String>,
+    /// the connection is open or idle: slow or idle connections are closed.
+    #[arg(long, env = "TRIBUTARY_HEADER_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
     /// Log bytes not yet in committed objects above which the server answers 503
-    /// with Retry-After (the sink is behind) [default: 4GiB].
-    #[arg(long, env = "TRIBUTARY_MAX_LOG_LAG", value_name = "SIZE")]
-    pub max_log_lag: Option<String>,
+    /// with Retry-After (the sink is behind).
+    #[arg(
+        long,
+        env = "TRIBUTARY_MAX_LOG_LAG",
+        value_name = "SIZE",
+        default_value = "4GiB"
+    )]
+    pub max_log_lag: ByteSize,
     /// Web page origin allowed to send with a write key, `KEY=ORIGIN` where ORIGIN
     /// is `scheme://host[:port]` (e.g. `k1=https://shop.example.com`) or `*` for any
     /// page; repeat for several (the environment variable takes a comma-separated
@@ -129,7 +210,6 @@ pub struct ServeArgs {
         value_name = "KEY=ORIGIN",
         value_delimiter = ','
     )]
-    #[serde(default)]
     pub allowed_origin: Vec<String>,
     /// Subscribe to an MQTT broker, `mqtt://[user:pass@]host[:port]`: devices
     /// publish Segment events (one or a batch per message, QoS 1).
@@ -143,7 +223,6 @@ pub struct ServeArgs {
         value_name = "FILTER=SOURCE",
         value_delimiter = ','
     )]
-    #[serde(default)]
     pub mqtt_topic: Vec<String>,
     /// MQTT user name.
     #[arg(long, env = "TRIBUTARY_MQTT_USERNAME", value_name = "NAME")]
@@ -162,10 +241,11 @@ pub struct ServeArgs {
 }
 
 /// The whole command line of `ingest-server` (without a subcommand: serve).
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServerCli {
-    /// TOML file with any of the options below (flag names as keys).
-    #[arg(long, env = "TRIBUTARY_CONFIG", value_name = "FILE")]
+    /// TOML file with any of the options (flag names as keys), read by every
+    /// command; flags and TRIBUTARY_* variables take precedence over it.
+    #[arg(long, env = "TRIBUTARY_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     /// Storage options.
@@ -173,39 +253,6 @@ pub struct ServerCli {
     #[command(flatten)]
     /// Server options.
     pub serve: ServeArgs,
-}
-
-/// The TOML file: storage and server options side by side.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    storage: Option<String>,
-    s3_endpoint: Option<String>,
-    format: Option<String>,
-    listen: Option<String>,
-    #[serde(default)]
-    write_key: Vec<String>,
-    roll_bytes: Option<String>,
-    max_buffer_bytes: Option<String>,
-    roll_interval: Option<String>,
-    dedupe_window: Option<String>,
-    max_event_bytes: Option<String>,
-    max_batch_bytes: Option<String>,
-    body_timeout: Option<String>,
-    max_inflight: Option<usize>,
-    max_connections: Option<usize>,
-    header_timeout: Option<String>,
-    max_log_lag: Option<String>,
-    #[serde(default)]
-    allowed_origin: Vec<String>,
-    mqtt: Option<String>,
-    #[serde(default)]
-    mqtt_topic: Vec<String>,
-    mqtt_username: Option<String>,
-    mqtt_password: Option<String>,
-    mqtt_client_id: Option<String>,
-    mqtt_share_group: Option<String>,
 }
 
 /// Where state and objects live, checked.
@@ -259,123 +306,61 @@ pub struct Config {
 }
 
 impl ServerCli {
-    /// Merges flags/env with the TOML file and the defaults, and checks every value.
+    /// Checks what no single option can check alone (ranges, keys against
+    /// origins, MQTT topics against a broker) and builds the [`Config`].
     pub fn resolve(&self) -> anyhow::Result<Config> {
-        let file = match &self.config {
-            Some(path) => load_file(path)?,
-            None => FileConfig::default(),
-        };
-        let store = StoreArgs {
-            data_dir: self.store.data_dir.clone().or(file.data_dir),
-            storage: self.store.storage.clone().or(file.storage),
-            s3_endpoint: self.store.s3_endpoint.clone().or(file.s3_endpoint),
-            format: self.store.format.clone().or(file.format),
-        }
-        .resolve_store()?;
+        let store = self.store.resolve_store()?;
         let s = &self.serve;
-        let listen = s.listen.clone().or(file.listen);
-        let listen = listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-        let listen: SocketAddr = listen.parse().with_context(|| {
-            format!("--listen `{listen}` is not an address; use IP:PORT, e.g. 127.0.0.1:8080")
-        })?;
-        let keys = if s.write_key.is_empty() {
-            file.write_key
-        } else {
-            s.write_key.clone()
-        };
-        let write_keys = parse_write_keys(&keys)?;
-        let roll_bytes = pick_size(&s.roll_bytes, file.roll_bytes, "roll-bytes", 128 * MIB)?;
+        let write_keys = parse_write_keys(&s.write_key)?;
+        let roll_bytes = s.roll_bytes.0;
         if !(MIB..=1024 * MIB).contains(&roll_bytes) {
             bail!("--roll-bytes {roll_bytes} is out of range; use a size from 1MiB to 1GiB");
         }
-        let max_buffer_bytes = pick_size(
-            &s.max_buffer_bytes,
-            file.max_buffer_bytes,
-            "max-buffer-bytes",
-            1024 * MIB,
-        )?;
+        let max_buffer_bytes = s.max_buffer_bytes.0;
         if !(MIB..=64 * 1024 * MIB).contains(&max_buffer_bytes) {
             bail!(
                 "--max-buffer-bytes {max_buffer_bytes} is out of range; use a size from 1MiB to 64GiB"
             );
         }
-        let roll_interval =
-            pick_duration(&s.roll_interval, file.roll_interval, "roll-interval", "5m")?;
-        if roll_interval.is_zero() {
+        if s.roll_interval.is_zero() {
             bail!("--roll-interval must be more than zero, e.g. `30s` or `5m`");
         }
-        let dedupe_window =
-            pick_duration(&s.dedupe_window, file.dedupe_window, "dedupe-window", "7d")?;
-        let max_event_bytes = pick_size(
-            &s.max_event_bytes,
-            file.max_event_bytes,
-            "max-event-bytes",
-            tributary_protocol::limits::SERVER_MAX_EVENT_BYTES as u64,
-        )?;
-        let max_batch_bytes = pick_size(
-            &s.max_batch_bytes,
-            file.max_batch_bytes,
-            "max-batch-bytes",
-            tributary_protocol::limits::SERVER_MAX_BATCH_BYTES as u64,
-        )?;
+        let (max_event_bytes, max_batch_bytes) = (s.max_event_bytes.0, s.max_batch_bytes.0);
         if max_event_bytes == 0 || max_batch_bytes < max_event_bytes {
             bail!("--max-batch-bytes must be at least --max-event-bytes, and both above zero");
         }
-        let body_timeout =
-            pick_duration(&s.body_timeout, file.body_timeout, "body-timeout", "10s")?;
-        let max_inflight = s.max_inflight.or(file.max_inflight).unwrap_or(1024).max(1);
-        let max_connections = s
-            .max_connections
-            .or(file.max_connections)
-            .unwrap_or(10_000)
-            .max(1);
-        let header_timeout = pick_duration(
-            &s.header_timeout,
-            file.header_timeout,
-            "header-timeout",
-            "30s",
-        )?;
-        let max_log_lag = pick_size(&s.max_log_lag, file.max_log_lag, "max-log-lag", 4096 * MIB)?;
-        let origins = if s.allowed_origin.is_empty() {
-            file.allowed_origin
-        } else {
-            s.allowed_origin.clone()
-        };
-        let allowed_origins = parse_allowed_origins(&origins, &write_keys)?;
-        let mqtt_topics = if s.mqtt_topic.is_empty() {
-            file.mqtt_topic
-        } else {
-            s.mqtt_topic.clone()
-        };
-        let mqtt = match s.mqtt.clone().or(file.mqtt) {
+        let allowed_origins = parse_allowed_origins(&s.allowed_origin, &write_keys)?;
+        let mqtt = match &s.mqtt {
             Some(url) => Some(MqttConfig::parse(
-                &url,
-                &mqtt_topics,
-                s.mqtt_username.clone().or(file.mqtt_username),
-                s.mqtt_password.clone().or(file.mqtt_password),
-                s.mqtt_client_id.clone().or(file.mqtt_client_id),
-                s.mqtt_share_group.clone().or(file.mqtt_share_group),
+                url,
+                &s.mqtt_topic,
+                s.mqtt_username.clone(),
+                s.mqtt_password.clone(),
+                s.mqtt_client_id.clone(),
+                s.mqtt_share_group.clone(),
             )?),
-            None if !mqtt_topics.is_empty() => {
+            None if !s.mqtt_topic.is_empty() => {
                 bail!("--mqtt-topic is set without --mqtt; add --mqtt mqtt://host[:port]")
             }
             None => None,
         };
         Ok(Config {
             store,
-            listen,
+            listen: s.listen,
             write_keys,
             roll_bytes,
             max_buffer_bytes,
-            roll_interval,
-            dedupe_window,
-            max_event_bytes: max_event_bytes as usize,
-            max_batch_bytes: max_batch_bytes as usize,
-            body_timeout,
-            max_inflight,
-            max_connections,
-            header_timeout,
-            max_log_lag,
+            roll_interval: s.roll_interval,
+            dedupe_window: s.dedupe_window,
+            max_event_bytes: usize::try_from(max_event_bytes)
+                .context("--max-event-bytes is too large")?,
+            max_batch_bytes: usize::try_from(max_batch_bytes)
+                .context("--max-batch-bytes is too large")?,
+            body_timeout: s.body_timeout,
+            max_inflight: s.max_inflight.max(1),
+            max_connections: s.max_connections.max(1),
+            header_timeout: s.header_timeout,
+            max_log_lag: s.max_log_lag.0,
             allowed_origins,
             mqtt,
         })
@@ -383,13 +368,10 @@ impl ServerCli {
 }
 
 impl StoreArgs {
-    /// Applies defaults and checks the storage options (used by `compact` and `import`
-    /// too; they do not read the TOML file unless they merge it themselves).
+    /// Checks the storage options and fills in the storage URL's default, which
+    /// depends on `--data-dir` (used by `compact` and `import` too).
     pub fn resolve_store(&self) -> anyhow::Result<StoreConfig> {
-        let data_dir = self
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = self.data_dir.clone();
         let storage = match &self.storage {
             Some(url) => url.clone(),
             None => default_storage(&data_dir)?,
@@ -397,17 +379,186 @@ impl StoreArgs {
         if !(storage.starts_with("file://") || storage.starts_with("s3://")) {
             bail!("--storage `{storage}` is not supported; use file:///path or s3://bucket/prefix");
         }
-        let format = match &self.format {
-            Some(f) => f.parse::<Format>().map_err(anyhow::Error::msg)?,
-            None => Format::Ndjson,
-        };
         Ok(StoreConfig {
             data_dir,
             storage,
             s3_endpoint: self.s3_endpoint.clone(),
-            format,
+            format: self.format,
         })
     }
+}
+
+/// Parses the process's command line as `P`, with the TOML file named by
+/// `--config` or `TRIBUTARY_CONFIG` (see the module documentation); prints the
+/// error and exits, as clap does, when something is wrong.
+pub fn parse<P: clap::Parser>() -> P {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// [`parse`] of the given arguments (the first one is the program name).
+pub fn try_parse_from<P, I, T>(args: I) -> Result<P, clap::Error>
+where
+    P: clap::Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut cmd = P::command();
+    let first = cmd.clone().try_get_matches_from(&args)?;
+    // The command being run, as the chain of subcommand names from the top.
+    let mut chain = Vec::new();
+    let mut file = config_path(&first);
+    let mut m = &first;
+    while let Some((name, sub)) = m.subcommand() {
+        chain.push(name.to_string());
+        m = sub;
+        file = config_path(m).or(file);
+    }
+    let Some(file) = file else {
+        return P::from_arg_matches(&first);
+    };
+    let table = load_file(&file).map_err(|e| cmd.error(ErrorKind::Io, format!("{e:#}")))?;
+    let cmd = with_file_defaults(cmd, &chain, &table, &file)?;
+    P::from_arg_matches(&cmd.try_get_matches_from(&args)?)
+}
+
+/// The `--config` path given at this level, if this command has the option.
+fn config_path(m: &clap::ArgMatches) -> Option<PathBuf> {
+    m.try_get_one::<PathBuf>("config").ok().flatten().cloned()
+}
+
+fn load_file(path: &Path) -> anyhow::Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| {
+        format!(
+            "config file {} is not valid TOML: use the flag names as keys (e.g. roll-bytes = \"64MiB\")",
+            path.display()
+        )
+    })
+}
+
+/// `cmd` with the TOML file's values as the defaults of the options of the
+/// command at `chain`.
+fn with_file_defaults(
+    mut cmd: Command,
+    chain: &[String],
+    table: &toml::Table,
+    file: &Path,
+) -> Result<Command, clap::Error> {
+    let target = chain
+        .iter()
+        .try_fold(&cmd, |c, name| c.find_subcommand(name));
+    let defaults = match target {
+        Some(target) => file_defaults(&cmd, target, table, file),
+        None => Err(format!("no subcommand `{}`", chain.join(" "))),
+    };
+    let defaults = defaults.map_err(|message| cmd.error(ErrorKind::InvalidValue, message))?;
+    let apply = move |mut c: Command| {
+        for (id, values) in defaults {
+            c = c.mut_arg(id, |a| a.default_values(values));
+        }
+        c
+    };
+    // Down to the subcommand, apply, and rebuild the chain on the way back.
+    fn down(c: Command, chain: &[String], apply: impl FnOnce(Command) -> Command) -> Command {
+        match chain.split_first() {
+            None => apply(c),
+            Some((name, rest)) => c.mut_subcommand(name, |sub| down(sub, rest, apply)),
+        }
+    }
+    Ok(down(cmd, chain, apply))
+}
+
+/// The defaults the file gives to the options of `target` (a command of
+/// `root`), each value checked by the option's own parser.
+fn file_defaults(
+    root: &Command,
+    target: &Command,
+    table: &toml::Table,
+    file: &Path,
+) -> Result<Vec<(clap::Id, Vec<String>)>, String> {
+    let mut owners = BTreeMap::new();
+    collect_options(root, &mut owners);
+    let mut defaults = Vec::new();
+    for (key, value) in table {
+        let fail = |why: String| format!("config file {}: key `{key}` {why}", file.display());
+        let Some(owner) = owners.get(key.as_str()).filter(|_| key != "config") else {
+            return Err(fail(
+                "is not an option; the keys are the flag names of `ingest-server --help` \
+                 without the dashes (e.g. roll-bytes)"
+                    .into(),
+            ));
+        };
+        // The value is checked even when it belongs to another command (e.g.
+        // `listen` while compacting), which then leaves it alone.
+        let arg = target
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()));
+        let checked = arg.unwrap_or(owner);
+        let many = matches!(checked.get_action(), ArgAction::Append);
+        let values = toml_values(value, many).map_err(fail)?;
+        check_values(checked, &values).map_err(fail)?;
+        let Some(arg) = arg else {
+            continue;
+        };
+        defaults.push((arg.get_id().clone(), values));
+    }
+    Ok(defaults)
+}
+
+/// Every option of `cmd` and of its subcommands with a long flag, by that flag
+/// (the first command that has it wins).
+fn collect_options<'c>(cmd: &'c Command, out: &mut BTreeMap<&'c str, &'c clap::Arg>) {
+    for arg in cmd.get_arguments() {
+        if let Some(long) = arg.get_long().filter(|l| !matches!(*l, "help" | "version")) {
+            out.entry(long).or_insert(arg);
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        collect_options(sub, out);
+    }
+}
+
+/// A TOML value as the option's text values: a string, number or boolean, or
+/// (for an option that repeats) an array of them.
+fn toml_values(value: &toml::Value, many: bool) -> Result<Vec<String>, String> {
+    fn scalar(v: &toml::Value) -> Option<String> {
+        match v {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            toml::Value::Float(f) => Some(f.to_string()),
+            toml::Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+    match value {
+        toml::Value::Array(items) if many => items
+            .iter()
+            .map(|v| scalar(v).ok_or_else(|| format!("has `{v}` in its list; use strings")))
+            .collect(),
+        toml::Value::Array(_) => Err("takes one value, not a list".into()),
+        v => scalar(v)
+            .map(|s| vec![s])
+            .ok_or_else(|| "must be a string, a number or a boolean".into()),
+    }
+}
+
+/// Runs `values` through `arg`'s own parser (a command with this option only),
+/// so a bad value in the file is reported with the key that holds it.
+fn check_values(arg: &clap::Arg, values: &[String]) -> Result<(), String> {
+    let probe = Command::new("ingest-server")
+        .no_binary_name(true)
+        .arg(arg.clone().required(false));
+    let Some(long) = arg.get_long() else {
+        return Ok(());
+    };
+    let args = values.iter().flat_map(|v| [format!("--{long}"), v.clone()]);
+    probe.try_get_matches_from(args).map(|_| ()).map_err(|e| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        format!("has a bad value: {}", first.trim_start_matches("error: "))
+    })
 }
 
 /// `file://<abs data dir>/objects`.
@@ -422,41 +573,6 @@ fn default_storage(data_dir: &Path) -> anyhow::Result<String> {
     // `components()` drops the `.` of `./data`.
     let abs: PathBuf = abs.join("objects").components().collect();
     Ok(format!("file://{}", abs.display()))
-}
-
-fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| {
-        format!(
-            "config file {} is not valid: use the flag names as keys (e.g. roll-bytes = \"64MiB\")",
-            path.display()
-        )
-    })
-}
-
-fn pick_size(
-    cli: &Option<String>,
-    file: Option<String>,
-    name: &str,
-    default: u64,
-) -> anyhow::Result<u64> {
-    match cli.clone().or(file) {
-        Some(text) => parse_size(&text).with_context(|| format!("--{name}")),
-        None => Ok(default),
-    }
-}
-
-fn pick_duration(
-    cli: &Option<String>,
-    file: Option<String>,
-    name: &str,
-    default: &str,
-) -> anyhow::Result<Duration> {
-    let text = cli.clone().or(file).unwrap_or_else(|| default.to_string());
-    humantime::parse_duration(&text).map_err(|e| {
-        anyhow::anyhow!("--{name} `{text}` is not a duration ({e}); use e.g. `30s`, `5m`, `7d`")
-    })
 }
 
 /// Parses `KEY` or `KEY=SOURCE_NAME` entries.
@@ -588,12 +704,173 @@ mod tests {
         assert!(parse_write_keys(&["=x".into()]).is_err());
     }
 
+    /// The command line of `ingest-server`, as main.rs builds it.
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Option<Sub>,
+        #[command(flatten)]
+        serve: ServerCli,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Sub {
+        Compact(crate::tools::compact::Args),
+        Import(crate::tools::import::Args),
+    }
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        try_parse_from(std::iter::once("ingest-server").chain(args.iter().copied()))
+    }
+
+    /// A TOML file in a temporary directory, and its path as text.
+    fn toml(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_string_lossy().into_owned();
+        (dir, path)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let cfg = cli(&[]).unwrap().serve.resolve().unwrap();
+        assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(cfg.store.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(
+            cfg.store.storage.starts_with("file:///"),
+            "{}",
+            cfg.store.storage
+        );
+        assert!(
+            cfg.store.storage.ends_with("/data/objects"),
+            "{}",
+            cfg.store.storage
+        );
+        assert_eq!(cfg.store.format, Format::Ndjson);
+        assert!(cfg.write_keys.is_empty());
+        assert_eq!(cfg.roll_bytes, 128 * MIB);
+        assert_eq!(cfg.max_buffer_bytes, 1024 * MIB);
+        assert_eq!(cfg.roll_interval, Duration::from_secs(300));
+        assert_eq!(cfg.dedupe_window, Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            cfg.max_event_bytes,
+            tributary_protocol::limits::SERVER_MAX_EVENT_BYTES
+        );
+        assert_eq!(
+            cfg.max_batch_bytes,
+            tributary_protocol::limits::SERVER_MAX_BATCH_BYTES
+        );
+        assert_eq!(cfg.body_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.max_inflight, 1024);
+        assert_eq!(cfg.max_connections, 10_000);
+        assert_eq!(cfg.header_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.max_log_lag, 4096 * MIB);
+        assert!(cfg.allowed_origins.is_empty() && cfg.mqtt.is_none());
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_and_the_file_beats_the_default() {
+        let (_dir, path) = toml(
+            "roll-bytes = \"64MiB\"\nformat = \"parquet\"\nmax-inflight = 7\nwrite-key = [\"a=x\", \"b=y\"]\n",
+        );
+        let path = path.as_str();
+        let c = cli(&["--config", path, "--roll-bytes", "2MiB"]).unwrap();
+        let cfg = c.serve.resolve().unwrap();
+        assert_eq!(cfg.roll_bytes, 2 * MIB, "the flag");
+        assert_eq!(cfg.store.format, Format::Parquet, "the file");
+        assert_eq!(cfg.max_inflight, 7, "the file");
+        assert_eq!(cfg.write_keys.len(), 2, "the file's list");
+        assert_eq!(cfg.roll_interval, Duration::from_secs(300), "the default");
+        // A repeated flag replaces the file's list.
+        let c = cli(&["--config", path, "--write-key", "c=z"]).unwrap();
+        let cfg = c.serve.resolve().unwrap();
+        assert_eq!(cfg.write_keys.keys().collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        for (text, says) in [
+            ("roll-byts = \"1MiB\"\n", "key `roll-byts` is not an option"),
+            ("config = \"other.toml\"\n", "key `config` is not an option"),
+            (
+                "roll-bytes = \"lots\"\n",
+                "key `roll-bytes` has a bad value",
+            ),
+            ("listen = \"nowhere\"\n", "`nowhere` is not an address"),
+            ("format = \"csv\"\n", "use `ndjson` or `parquet`"),
+            ("listen = [\"a\", \"b\"]\n", "key `listen` takes one value"),
+            ("[mqtt]\nurl = \"x\"\n", "key `mqtt` must be a string"),
+            ("roll-bytes = ", "is not valid TOML"),
+        ] {
+            let (_dir, path) = toml(text);
+            let path = path.as_str();
+            let e = cli(&["--config", path]).unwrap_err().to_string();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+        // A bad value of the server's is refused by `compact` too, which has no such option.
+        let (_dir, path) = toml("listen = \"nowhere\"\n");
+        let e = cli(&["compact", "--config", &path])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `listen` has a bad value"), "{e}");
+        let e = cli(&["--config", "/nonexistent/c.toml"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot read config file /nonexistent/c.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn compact_and_import_read_the_same_file() {
+        let (_dir, path) = toml(
+            "data-dir = \"/srv/t\"\nstorage = \"s3://b/p\"\nformat = \"parquet\"\nlisten = \"0.0.0.0:1\"\nroll-bytes = \"2MiB\"\n",
+        );
+        let path = path.as_str();
+        // --config after the subcommand, or before it.
+        for args in [
+            vec!["compact", "--config", path],
+            vec!["--config", path, "compact"],
+        ] {
+            let Some(Sub::Compact(a)) = cli(&args).unwrap().command else {
+                panic!("not compact: {args:?}");
+            };
+            let store = a.store.resolve_store().unwrap();
+            assert_eq!(store.data_dir, PathBuf::from("/srv/t"), "{args:?}");
+            assert_eq!(store.storage, "s3://b/p");
+            assert_eq!(store.format, Format::Parquet);
+        }
+        let Some(Sub::Import(a)) = cli(&["import", "--config", path, "f.ndjson"])
+            .unwrap()
+            .command
+        else {
+            panic!("not import");
+        };
+        assert_eq!(a.store.data_dir, PathBuf::from("/srv/t"));
+        assert_eq!(a.roll_bytes, "2MiB", "import's own --roll-bytes");
+        // A flag still beats the file.
+        let Some(Sub::Compact(a)) = cli(&["compact", "--config", path, "--data-dir", "/x"])
+            .unwrap()
+            .command
+        else {
+            panic!("not compact");
+        };
+        assert_eq!(a.store.data_dir, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn sizes_show_in_their_largest_exact_unit() {
+        for text in ["32KiB", "500KiB", "128MiB", "4GiB", "1000"] {
+            assert_eq!(text.parse::<ByteSize>().unwrap().to_string(), text);
+        }
+        assert_eq!(ByteSize(1536 * 1024).to_string(), "1536KiB");
+    }
+
     #[test]
     fn toml_keys_for_browsers_and_mqtt() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.toml");
-        std::fs::write(
-            &path,
+        let (_dir, path) = toml(
             r#"
 write-key = ["k1=web"]
 allowed-origin = ["k1=https://shop.example.com"]
@@ -603,13 +880,9 @@ mqtt-username = "u"
 mqtt-password = "p"
 mqtt-share-group = "g"
 "#,
-        )
-        .unwrap();
-        let cli = ServerCli {
-            config: Some(path),
-            ..Default::default()
-        };
-        let cfg = cli.resolve().unwrap();
+        );
+        let path = path.as_str();
+        let cfg = cli(&["--config", path]).unwrap().serve.resolve().unwrap();
         assert!(cfg.allowed_origins["k1"].contains("https://shop.example.com"));
         let m = cfg.mqtt.unwrap();
         assert_eq!((m.host.as_str(), m.port), ("broker", 1884));
@@ -619,14 +892,11 @@ mqtt-share-group = "g"
             vec!["$share/g/devices/+/events".to_string()]
         );
         // Topics without a broker is a mistake worth saying.
-        let cli = ServerCli {
-            serve: ServeArgs {
-                mqtt_topic: vec!["a=b".into()],
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let e = cli.resolve().unwrap_err();
+        let e = cli(&["--mqtt-topic", "a=b"])
+            .unwrap()
+            .serve
+            .resolve()
+            .unwrap_err();
         assert!(format!("{e:#}").contains("without --mqtt"), "{e:#}");
     }
 

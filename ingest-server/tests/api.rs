@@ -459,37 +459,31 @@ fn cli_help_errors_and_toml_config() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("use `ndjson` or `parquet`"));
 
-    // TOML file sets the key; env var sets the roll interval.
+    // The TOML file sets the key and the roll interval; its format loses to the
+    // environment variable, and the address comes from TRIBUTARY_LISTEN (the
+    // harness picks the port).
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
-        "write-key = [\"toml-key=fromtoml\"]\nroll-interval = \"1s\"\n",
+        "write-key = [\"toml-key=fromtoml\"]\nroll-interval = \"1s\"\nformat = \"parquet\"\n",
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = std::process::Command::new(bin)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.path().join("d"))
-        .env("TRIBUTARY_LISTEN", format!("127.0.0.1:{port}"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    let server = tributary_test_support::ServerSpec::new(bin)
+        .args(["--config".as_ref(), cfg.as_os_str()])
+        .args(["--data-dir".as_ref(), dir.path().join("d").as_os_str()])
+        .env("TRIBUTARY_FORMAT", "ndjson")
+        .log_file(dir.path().join("d.log"))
+        .listen_env("TRIBUTARY_LISTEN")
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("{}/v1/track", server.url().unwrap());
+    let r = agent()
+        .post(&url)
+        .header("Authorization", &basic("toml-key"))
+        .send(br#"{"event":"E","userId":"u","messageId":"t1"}"#.as_slice())
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}/v1/track");
-    wait_for("toml server", 20, || {
-        agent()
-            .post(&url)
-            .header("Authorization", &basic("toml-key"))
-            .send(br#"{"event":"E","userId":"u","messageId":"t1"}"#.as_slice())
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
-    });
+    assert_eq!(r.status(), 200, "the key from the TOML file is refused");
     let objects = dir.path().join("d").join("objects");
     wait_for("toml object", 20, || !object_files(&objects).is_empty());
     assert!(
@@ -497,8 +491,32 @@ fn cli_help_errors_and_toml_config() {
             .to_string_lossy()
             .contains("source=fromtoml")
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(
+        object_files(&objects)[0]
+            .to_string_lossy()
+            .ends_with(".ndjson.gz"),
+        "the file's format beat the environment variable"
+    );
+
+    // A key that is no option is refused by name, by the subcommands too.
+    std::fs::write(&cfg, "roll-bytes = \"1MiB\"\nrol-interval = \"1s\"\n").unwrap();
+    for args in [
+        &["--config"][..],
+        &["compact", "--config"],
+        &["import", "x.ndjson", "--config"],
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            err.contains("key `rol-interval` is not an option"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -506,22 +524,13 @@ fn generated_write_key_is_stored_with_mode_0600() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ingest-server"))
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let log = dir.path().join("d.log");
+    let mut server = tributary_test_support::ServerSpec::new(env!("CARGO_BIN_EXE_ingest-server"))
+        .data_dir(&data)
+        .log_file(&log)
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
     let key_file = data.join("write-key");
-    wait_for("key file", 20, || key_file.exists());
     let key = std::fs::read_to_string(&key_file)
         .unwrap()
         .trim()
@@ -529,51 +538,21 @@ fn generated_write_key_is_stored_with_mode_0600() {
     assert!(key.len() >= 32);
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let url = format!("http://127.0.0.1:{port}/v1/track");
-    wait_for("accepts generated key", 20, || {
-        agent()
-            .post(&url)
-            .header("Authorization", &basic(&key))
-            .send(br#"{"event":"E","userId":"u"}"#.as_slice())
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
-    });
-    let _ = child.kill();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
+    let url = format!("{}/v1/track", server.url().unwrap());
+    let r = agent()
+        .post(&url)
+        .header("Authorization", &basic(&key))
+        .send(br#"{"event":"E","userId":"u"}"#.as_slice())
         .unwrap();
-    let _ = child.wait();
-    assert!(out.contains(&key), "key not printed: {out}");
+    assert_eq!(r.status(), 200, "the generated key is refused");
+    server.kill();
+    let first = std::fs::read_to_string(&log).unwrap();
+    assert!(first.contains(&key), "key not printed: {first}");
 
-    // Later starts say where the key is, not what it is.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ingest-server"))
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("second start", 20, || {
-        agent()
-            .get(&format!("http://127.0.0.1:{port}/health"))
-            .call()
-            .is_ok()
-    });
-    let _ = child.kill();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let _ = child.wait();
+    // Later starts say where the key is, not what it is (on stdout or stderr).
+    server.restart().unwrap_or_else(|e| panic!("{e}"));
+    server.kill();
+    let out = std::fs::read_to_string(&log).unwrap()[first.len()..].to_string();
     assert!(!out.contains(&key), "key printed again: {out}");
     assert!(out.contains("write-key"), "{out}");
 }
@@ -658,7 +637,7 @@ fn full_disk_for_the_log_gives_503_then_recovers_by_itself() {
     assert_eq!(refused.retry_after.as_deref(), Some("5"));
     assert_eq!(s.get("/ready").unwrap().0, 503);
     // Room again: the next request works without a restart.
-    lift_fsize_limit(s.child.id());
+    lift_fsize_limit(s.pid());
     let r = s.send("/v1/batch", &json!({"batch": [track("after-full")]}));
     assert_eq!(r.status, 200, "{}", r.text);
     acked.push("after-full".into());
@@ -813,10 +792,10 @@ fn a_failed_append_is_cut_and_synced_before_the_next_write() {
             "-o",
         ])
         .arg(&trace)
-        .args(["-p", &s.child.id().to_string()])
+        .args(["-p", &s.pid().to_string()])
         .spawn()
         .expect("strace (scripts/setup-apt.sh installs it)");
-    let status = format!("/proc/{}/status", s.child.id());
+    let status = format!("/proc/{}/status", s.pid());
     wait_for("strace attached", 20, || {
         std::fs::read_to_string(&status)
             .unwrap()
@@ -926,7 +905,7 @@ fn a_small_request_cannot_expand_into_oversized_events_or_memory() {
             .status,
         200
     );
-    let (hwm_before, log_before) = (vm_hwm_kib(s.child.id()), dir_bytes(&data.join("log")));
+    let (hwm_before, log_before) = (vm_hwm_kib(s.pid()), dir_bytes(&data.join("log")));
 
     // 1. Every event over the limit once merged: each refused, by index, with the reason.
     let abuse = body(200_000, 2_500);
@@ -968,7 +947,7 @@ fn a_small_request_cannot_expand_into_oversized_events_or_memory() {
         r.text
     );
 
-    let hwm_after = vm_hwm_kib(s.child.id());
+    let hwm_after = vm_hwm_kib(s.pid());
     let log_growth = dir_bytes(&data.join("log")) - log_before;
     eprintln!(
         "abuse request: {} B of gzip; peak RSS {} MiB -> {} MiB; log grew {} KiB",

@@ -2,20 +2,13 @@
 //! Segment batches (for what the SDK cannot do, such as a skewed clock).
 
 use std::io::Write;
-use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::Value;
 
-/// An agent that returns 4xx/5xx as responses, not errors.
-pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
+/// An agent that returns 4xx/5xx as responses, not errors (the harness's).
+pub use tributary_test_support::agent;
 
 /// The outcome of posting one raw batch.
 #[derive(Debug, Clone)]

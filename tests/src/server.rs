@@ -1,12 +1,14 @@
-//! Running the real `ingest-server` binary: start on a free loopback port,
-//! wait for `GET /health`, stop with SIGTERM or SIGKILL, restart on the same
-//! data directory, and read its metrics and CPU time.
+//! Running the real `ingest-server` binary through the shared harness
+//! ([`tributary_test_support`]): start on a loopback port no parallel test holds,
+//! wait for `GET /health`, stop with SIGTERM or SIGKILL, restart on the same data
+//! directory, and read its metrics and CPU time.
 
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tributary_test_support::{Error as HarnessError, Readiness, Server as Harness, ServerSpec};
 
 /// The write key every harness server accepts, mapped to source [`SOURCE`].
 pub const WRITE_KEY: &str = "e2e-write-key";
@@ -38,39 +40,44 @@ impl ServerOptions {
     }
 }
 
-/// A running (or stopped) ingest server bound to one data directory.
+/// A running (or stopped) ingest server bound to one data directory, started by
+/// the shared harness ([`tributary_test_support`]).
 pub struct Server {
-    bin: PathBuf,
+    inner: Harness,
     data_dir: PathBuf,
-    log_path: PathBuf,
-    options: ServerOptions,
     addr: SocketAddr,
-    child: Option<Child>,
-    starts: u32,
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1 (another process may take it
+/// before it is used).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    tributary_test_support::free_port().expect("bind 127.0.0.1:0")
 }
 
 impl Server {
-    /// Starts the server on `data_dir` (created if missing) and waits until it is healthy.
+    /// Starts the server on `data_dir` (created if missing) and waits until it is
+    /// healthy, on a port no parallel test holds.
     pub fn start(data_dir: &Path, options: ServerOptions) -> Self {
-        std::fs::create_dir_all(data_dir).expect("create data dir");
-        let log_path = data_dir.with_extension("server.log");
-        let mut server = Self {
-            bin: crate::binaries::ingest_server(),
+        let spec = ServerSpec::new(crate::binaries::ingest_server())
+            .data_dir(data_dir)
+            .log_file(data_dir.with_extension("server.log"))
+            .args(["--write-key", &format!("{WRITE_KEY}={SOURCE}")])
+            .args(["--format", &options.format])
+            .args(["--roll-interval", &options.roll_interval])
+            .args(["--roll-bytes", &options.roll_bytes])
+            .args(&options.extra_args)
+            .readiness(Readiness::http("/health"))
+            .start_timeout(Duration::from_secs(30))
+            .attempts(6);
+        let inner = spec
+            .start()
+            .unwrap_or_else(|e| panic!("ingest-server did not start: {e}"));
+        let addr = served_addr(&inner);
+        Self {
+            inner,
             data_dir: data_dir.to_path_buf(),
-            log_path,
-            options,
-            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            child: None,
-            starts: 0,
-        };
-        server.spawn_healthy();
-        server
+            addr,
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -78,7 +85,7 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
-    /// The address the server listens on.
+    /// The address the server listens on (it can change on [`Server::restart`]).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -95,138 +102,58 @@ impl Server {
 
     /// The OS process id, if running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.inner.pid()
     }
 
     /// The server's stdout and stderr so far (for failure messages).
     pub fn log_tail(&self, max_bytes: usize) -> String {
-        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let start = text.len().saturating_sub(max_bytes);
-        let start = (start..text.len())
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(text.len());
-        text[start..].to_string()
-    }
-
-    fn spawn_healthy(&mut self) {
-        // A restart on the same port can fail while the old socket lingers:
-        // try it a few times, then move to another port (tests re-point the proxy).
-        for attempt in 0..6 {
-            if attempt >= 3 {
-                self.addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            }
-            self.spawn();
-            match self.wait_healthy(Duration::from_secs(30)) {
-                Ok(()) => return,
-                Err(why) => {
-                    eprintln!("e2e: server start attempt {attempt} failed: {why}");
-                    self.kill();
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-        }
-        panic!(
-            "ingest-server did not become healthy; log:\n{}",
-            self.log_tail(4000)
-        );
-    }
-
-    fn spawn(&mut self) {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("open server log");
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--listen")
-            .arg(self.addr.to_string())
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--write-key")
-            .arg(format!("{WRITE_KEY}={SOURCE}"))
-            .arg("--format")
-            .arg(&self.options.format)
-            .arg("--roll-interval")
-            .arg(&self.options.roll_interval)
-            .arg("--roll-bytes")
-            .arg(&self.options.roll_bytes)
-            .args(&self.options.extra_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log);
-        self.starts += 1;
-        self.child = Some(cmd.spawn().expect("spawn ingest-server"));
-    }
-
-    fn wait_healthy(&mut self, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        let agent = crate::http::agent(Duration::from_millis(500));
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                return Err(format!("exited with {status}"));
-            }
-            if let Ok(resp) = agent.get(format!("{}/health", self.url())).call()
-                && resp.status() == 200
-            {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        Err(format!("not healthy after {timeout:?}"))
+        self.inner.log_tail(max_bytes)
     }
 
     /// SIGKILL: the process dies at once, wherever it is.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.inner.kill();
     }
 
     /// SIGTERM and wait for a graceful exit (which rolls open buffers to objects).
-    /// Returns the exit status; SIGKILLs after `timeout`.
+    /// Returns the exit status; `None` if no server ran, or if it did not exit
+    /// within `timeout` (it is then SIGKILLed, and the reason printed).
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
+        match self.inner.terminate(timeout) {
+            Ok(status) => Some(status),
+            Err(HarnessError::NotRunning) => None,
+            Err(e) => {
+                eprintln!("e2e: {e}");
+                None
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("e2e: server did not exit {timeout:?} after SIGTERM; killing it");
-        let _ = child.kill();
-        child.wait().ok()
     }
 
     /// SIGTERM, wait for exit 0, and panic with the log otherwise.
     pub fn stop_gracefully(&mut self) {
-        let status = self.terminate(Duration::from_secs(30));
-        if let Some(status) = status {
-            assert!(
+        match self.inner.terminate(Duration::from_secs(30)) {
+            Ok(status) => assert!(
                 status.success(),
                 "server exited with {status} after SIGTERM; log:\n{}",
                 self.log_tail(4000)
-            );
+            ),
+            Err(HarnessError::NotRunning) => {}
+            Err(e) => panic!("{e}"),
         }
     }
 
-    /// Starts the server again on the same data directory (and port, if it can).
+    /// Starts the server again on the same data directory (and port, if it can;
+    /// re-point anything that talks to it at [`Server::addr`]).
     pub fn restart(&mut self) {
-        self.kill();
-        self.spawn_healthy();
+        self.inner
+            .restart()
+            .unwrap_or_else(|e| panic!("ingest-server did not restart: {e}"));
+        self.addr = served_addr(&self.inner);
     }
 
     /// The `/metrics` text.
     pub fn metrics(&self) -> String {
-        let agent = crate::http::agent(Duration::from_secs(5));
-        match agent.get(format!("{}/metrics", self.url())).call() {
-            Ok(mut resp) => resp.body_mut().read_to_string().unwrap_or_default(),
-            Err(_) => String::new(),
-        }
+        self.inner.metrics()
     }
 
     /// User plus system CPU seconds the server process has used so far.
@@ -235,18 +162,16 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The address of a started HTTP server (the harness gave it a port).
+fn served_addr(server: &Harness) -> SocketAddr {
+    server
+        .addr()
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 /// Sends `sig` to `pid`.
 pub fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
+    let _ = tributary_test_support::signal(pid, sig);
 }
 
 /// utime + stime of a process, from `/proc/<pid>/stat`, in seconds.
@@ -263,24 +188,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / ticks)
 }
 
-/// Sums every sample of a Prometheus metric whose name (before labels) is `name`
-/// and whose labels contain every `label_filter` substring.
-pub fn metric_sum(metrics: &str, name: &str, label_filter: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (key, value) = line.rsplit_once(' ')?;
-            let (metric, labels) = match key.find('{') {
-                Some(i) => (&key[..i], &key[i..]),
-                None => (key, ""),
-            };
-            (metric == name && label_filter.iter().all(|f| labels.contains(f)))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
-}
+pub use tributary_test_support::metric_sum;
 
 /// SIGKILLs every child process of this process (servers, devices), so an
 /// aborted run leaves nothing behind.

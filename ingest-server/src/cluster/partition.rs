@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -442,9 +441,8 @@ impl Writer {
         self.save(s).await?;
         self.index.extend(cut.entries);
         let m = &self.ctx.metrics;
-        m.events_written.fetch_add(events, Ordering::Relaxed);
-        m.events_duplicate
-            .fetch_add(cut.duplicates, Ordering::Relaxed);
+        m.events_written.inc_by(events);
+        m.events_duplicate.inc_by(cut.duplicates);
         tracing::debug!(
             partition = self.p,
             first,
@@ -473,7 +471,7 @@ impl Writer {
                     return;
                 }
                 Err(e) => {
-                    self.ctx.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                    self.ctx.metrics.sink_errors.inc();
                     tracing::warn!(%name, error = %e, "upload failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -85,7 +84,7 @@ pub async fn run(cfg: Config, cluster_cfg: ClusterConfig) -> anyhow::Result<()> 
             .filter(|(p, _)| held.contains_key(p))
             .map(|(_, l)| l)
             .sum();
-        ctx.metrics.log_lag_records.store(lag, Ordering::Relaxed);
+        ctx.metrics.log_lag_records.set(lag);
     }
     tracing::info!("shutting down: committing and handing back partitions");
     for (p, h) in held {

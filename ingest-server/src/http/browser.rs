@@ -7,7 +7,6 @@
 //! is special after the front-end.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -99,7 +98,7 @@ fn settings_answer(s: &AppState, key: &str, headers: &HeaderMap) -> Result<Respo
         "legacyVideoPluginsEnabled": false,
         "remotePlugins": [],
     });
-    s.metrics.browser_settings.fetch_add(1, Ordering::Relaxed);
+    s.metrics.browser_settings.inc_by(1);
     let mut r = (StatusCode::OK, axum::Json(body)).into_response();
     // Short, so a changed key or host reaches pages soon; private, because the
     // answer depends on the Host the page used.
@@ -127,10 +126,8 @@ pub async fn library_metrics(State(s): State<Arc<AppState>>, req: Request) -> Re
     };
     let resp = match body::read(&s, req.into_body()).await {
         Ok(raw) => {
-            s.metrics.browser_metrics.fetch_add(1, Ordering::Relaxed);
-            s.metrics
-                .bytes_received
-                .fetch_add(raw.len() as u64, Ordering::Relaxed);
+            s.metrics.browser_metrics.inc_by(1);
+            s.metrics.bytes_received.inc_by(raw.len() as u64);
             (StatusCode::OK, axum::Json(json!({}))).into_response()
         }
         Err(e) => e.into_response(),
@@ -148,7 +145,7 @@ pub fn check_origin(s: &AppState, key: &str, headers: &HeaderMap) -> Result<(), 
     if s.origins.allows(key, origin) {
         return Ok(());
     }
-    s.metrics.origin_refused.fetch_add(1, Ordering::Relaxed);
+    s.metrics.origin_refused.inc_by(1);
     let shown = origin.to_str().unwrap_or("(not ASCII)");
     tracing::warn!(
         origin = shown,

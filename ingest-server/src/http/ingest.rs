@@ -47,13 +47,9 @@ async fn handle(s: &Arc<AppState>, req: Request, endpoint: Endpoint) -> Result<R
     }
     let (parts, raw) = req.into_parts();
     let raw = body::read(s, raw).await?;
-    s.metrics
-        .bytes_received
-        .fetch_add(raw.len() as u64, Ordering::Relaxed);
+    s.metrics.bytes_received.inc_by(raw.len() as u64);
     let decoded = body::decode(s, &parts.headers, raw)?;
-    s.metrics
-        .bytes_decoded
-        .fetch_add(decoded.len() as u64, Ordering::Relaxed);
+    s.metrics.bytes_decoded.inc_by(decoded.len() as u64);
     if decoded.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::new(
             ErrorCode::EmptyBody,
@@ -166,11 +162,7 @@ async fn commit(
             }
         }
     }
-    s.metrics
-        .events_accepted
-        .fetch_add(accepted as u64, Ordering::Relaxed);
-    s.metrics
-        .events_rejected
-        .fetch_add(rejected, Ordering::Relaxed);
+    s.metrics.events_accepted.inc_by(accepted as u64);
+    s.metrics.events_rejected.inc_by(rejected);
     Ok(json_response(StatusCode::OK, body))
 }

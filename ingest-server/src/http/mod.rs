@@ -134,7 +134,7 @@ async fn ready(State(s): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         s.metrics.render(),
     )
         .into_response()

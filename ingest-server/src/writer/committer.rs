@@ -162,11 +162,10 @@ fn commit(p: &mut Parts, r: Rolled) -> Committed {
     });
     p.status.sink_healthy.store(true, Ordering::Release);
     // Exact count is refreshed by `prune`; in between, count what we add.
-    p.metrics.dedupe_ids.fetch_add(events, Ordering::Relaxed);
-    p.metrics
-        .object(size, events, r.started.elapsed().as_micros() as u64);
+    p.metrics.dedupe_ids.inc_by(events);
+    let mut removed = 0;
     if !taken.is_empty() {
-        let removed = retry(&p.status, &p.metrics, "rewrite", || {
+        removed = retry(&p.status, &p.metrics, "rewrite", || {
             p.rt.block_on(crate::writer::rewrite::apply(
                 p.sink.as_ref(),
                 &p.db,
@@ -175,13 +174,15 @@ fn commit(p: &mut Parts, r: Rolled) -> Committed {
             ))
             .map_err(|e| format!("{e:#}"))
         });
-        p.metrics
-            .events_written
-            .fetch_sub(removed, Ordering::Relaxed);
-        p.metrics
-            .events_duplicate
-            .fetch_add(removed, Ordering::Relaxed);
+        p.metrics.events_duplicate.inc_by(removed);
     }
+    // Counted once the object is final: events another process committed
+    // first were removed from it again and count as duplicates, not as written.
+    p.metrics.object(
+        size,
+        events.saturating_sub(removed),
+        r.started.elapsed().as_micros() as u64,
+    );
     tracing::debug!(path = %r.path, events, size, "object committed");
     Committed {
         keys: r.keys,
@@ -210,7 +211,7 @@ pub fn retry<T>(
             .sleep(std::thread::sleep)
             .notify(|e: &String, delay: Duration| {
                 status.sink_healthy.store(false, Ordering::Release);
-                metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.sink_errors.inc_by(1);
                 tracing::warn!(error = %e, "{what} failed; retrying in {delay:?}");
             })
             .call();

@@ -269,16 +269,13 @@ impl Writer {
                     .roll_expired(Instant::now(), &mut self.rolled);
                 self.ship_rolled();
                 self.save_checkpoint();
-                self.metrics.log_lag_records.store(
-                    self.log.durable_end().saturating_sub(self.checkpoint),
-                    Ordering::Relaxed,
-                );
                 self.metrics
-                    .log_lag_bytes
-                    .store(self.log.lag_bytes(), Ordering::Relaxed);
+                    .log_lag_records
+                    .set(self.log.durable_end().saturating_sub(self.checkpoint));
+                self.metrics.log_lag_bytes.set(self.log.lag_bytes());
                 self.metrics
                     .writer_buffered_bytes
-                    .store(self.placement.buffered(), Ordering::Relaxed);
+                    .set(self.placement.buffered());
             }
             // Pruning waits until the writer has caught up with the log once: see
             // `prune` for why.
@@ -336,15 +333,11 @@ impl Writer {
                 self.ship_rolled();
             }
         }
-        self.metrics
-            .events_read
-            .fetch_add(events, Ordering::Relaxed);
-        self.metrics
-            .events_duplicate
-            .fetch_add(duplicates, Ordering::Relaxed);
+        self.metrics.events_read.inc_by(events);
+        self.metrics.events_duplicate.inc_by(duplicates);
         self.metrics
             .writer_buffered_bytes
-            .store(self.placement.buffered(), Ordering::Relaxed);
+            .set(self.placement.buffered());
     }
 
     fn lookup_many(&self, keys: &[Option<MessageKey>]) -> Vec<bool> {
@@ -398,9 +391,7 @@ impl Writer {
     fn give_up(&mut self, first: u64, keys: &[MessageKey], e: FormatError) {
         let events = keys.len() as u64;
         tracing::error!(error = %e, events, "encoding an object failed; its events are dropped");
-        self.metrics
-            .events_rejected
-            .fetch_add(events, Ordering::Relaxed);
+        self.metrics.events_rejected.inc_by(events);
         self.placement.committed(first, keys);
     }
 
@@ -451,9 +442,7 @@ impl Writer {
                 ))
                 .map_err(|e| format!("{e:#}"))
         });
-        self.metrics
-            .events_duplicate
-            .fetch_add(removed, Ordering::Relaxed);
+        self.metrics.events_duplicate.inc_by(removed);
     }
 
     /// Settles the writer's intents and rewrites left by a crash (see the module
@@ -481,9 +470,7 @@ impl Writer {
                 ))
                 .map_err(|e| format!("{e:#}"))
         });
-        self.metrics
-            .events_duplicate
-            .fetch_add(removed, Ordering::Relaxed);
+        self.metrics.events_duplicate.inc_by(removed);
     }
 
     fn settle(&mut self, intent: &Intent) {
@@ -562,10 +549,10 @@ impl Writer {
             tracing::warn!(error = %e, "pruning the dedupe index failed");
         }
         if let Ok(n) = self.db.dedupe_len() {
-            self.metrics.dedupe_ids.store(n, Ordering::Relaxed);
+            self.metrics.dedupe_ids.set(n);
         }
         if let Ok(n) = self.db.size_bytes() {
-            self.metrics.dedupe_bytes.store(n, Ordering::Relaxed);
+            self.metrics.dedupe_bytes.set(n);
         }
     }
 }

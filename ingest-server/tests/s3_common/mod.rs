@@ -4,7 +4,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -43,8 +43,7 @@ pub fn venv(what: &str) -> Option<PathBuf> {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    tributary_test_support::free_port().expect("bind 127.0.0.1:0")
 }
 
 fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str, timeout: Duration) {
@@ -152,9 +151,10 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
-/// The real `ingest-server` binary, killed when dropped.
+/// The real `ingest-server` binary, started by the shared harness
+/// ([`tributary_test_support`]), killed when dropped.
 pub struct Server {
-    child: Option<Child>,
+    inner: tributary_test_support::Server,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     /// Where its stdout/stderr go.
@@ -165,67 +165,28 @@ impl Server {
     /// Starts the binary with `--listen`, `--data-dir`, `--write-key` and `args`, plus
     /// `env`, and waits for `GET /health`.
     pub fn start(data_dir: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
-        std::fs::create_dir_all(data_dir).expect("create data dir");
-        let port = free_port();
         let log = data_dir.with_extension("server.log");
-        let out = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("open server log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--write-key")
-            .arg(format!("{WRITE_KEY}={SOURCE}"))
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone log"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn ingest-server");
-        let mut server = Server {
-            child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        server.wait_healthy();
-        server
-    }
-
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let agent = agent();
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "ingest-server exited with {status}; log:\n{}",
-                    self.log_tail()
-                );
-            }
-            if let Ok(resp) = agent.get(format!("{}/health", self.url)).call()
-                && resp.status() == 200
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let mut spec = tributary_test_support::ServerSpec::new(env!("CARGO_BIN_EXE_ingest-server"))
+            .data_dir(data_dir)
+            .log_file(&log)
+            .args(["--write-key", &format!("{WRITE_KEY}={SOURCE}")])
+            .args(args);
+        for (k, v) in env {
+            spec = spec.env(k, v);
         }
-        panic!("ingest-server not healthy; log:\n{}", self.log_tail());
+        let inner = spec.start().unwrap_or_else(|e| panic!("{e}"));
+        let url = inner.url().unwrap_or_else(|e| panic!("{e}"));
+        Server { inner, url, log }
     }
 
     /// The last few KB of the server's output.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(4000);
-        text.get(start..).unwrap_or(&text).to_string()
+        self.inner.log_tail(4000)
     }
 
     /// The OS process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.inner.pid()
     }
 
     /// POSTs one gzip batch; panics unless the answer is 200 with no rejected event.
@@ -253,30 +214,9 @@ impl Server {
 
     /// SIGTERM, then waits (up to 60 s) for a graceful exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("server running");
-        signal(child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "ingest-server did not exit after SIGTERM; log:\n{}",
-            self.log_tail()
-        );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.inner
+            .terminate(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

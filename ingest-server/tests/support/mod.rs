@@ -3,10 +3,11 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
+
+use tributary_test_support::{Server as Harness, ServerSpec};
 
 use ingest_server::format::Format;
 use serde_json::Value;
@@ -16,20 +17,16 @@ pub const KEY: &str = "test-key";
 /// Its source name.
 pub const SOURCE: &str = "tsrc";
 
-/// A running server.
+/// A running server, started by the shared harness ([`tributary_test_support`]).
 pub struct Server {
-    pub child: Child,
+    inner: Harness,
     pub port: u16,
     pub data_dir: PathBuf,
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    tributary_test_support::free_port().unwrap()
 }
 
 impl Server {
@@ -41,58 +38,48 @@ impl Server {
     /// Like [`Server::start`], with the process's file-size limit (RLIMIT_FSIZE)
     /// set to `fsize` bytes and SIGXFSZ ignored, so writes past it fail like a full disk.
     pub fn start_with(data_dir: &Path, extra: &[&str], fsize: Option<u64>) -> Server {
-        let port = free_port();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data_dir.with_extension("log"))
-            .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest-server"));
-        if let Some(limit) = fsize {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: only async-signal-safe libc calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                    let rl = libc::rlimit {
-                        rlim_cur: limit,
-                        rlim_max: libc::RLIM_INFINITY,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_FSIZE, &rl) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = cmd
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--write-key")
-            .arg(format!("{KEY}={SOURCE}"))
+        let mut spec = ServerSpec::new(env!("CARGO_BIN_EXE_ingest-server"))
+            .data_dir(data_dir)
+            .log_file(data_dir.with_extension("log"))
+            .args(["--write-key", &format!("{KEY}={SOURCE}")])
             .args(extra)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let s = Server {
-            child,
-            port,
-            data_dir: data_dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = s.get("/health")
-                && r.0 == 200
-            {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "server did not become healthy");
-            std::thread::sleep(Duration::from_millis(50));
+            .start_timeout(Duration::from_secs(20));
+        if let Some(limit) = fsize {
+            spec = spec.configure(move |cmd| {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: only async-signal-safe libc calls between fork and exec.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                        let rl = libc::rlimit {
+                            rlim_cur: limit,
+                            rlim_max: libc::RLIM_INFINITY,
+                        };
+                        if libc::setrlimit(libc::RLIMIT_FSIZE, &rl) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            });
         }
+        let inner = spec.start().unwrap_or_else(|e| panic!("{e}"));
+        Server {
+            port: inner.port().unwrap(),
+            inner,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid().expect("server running")
+    }
+
+    /// The harness's handle, for signals and restarts.
+    pub fn harness(&mut self) -> &mut Harness {
+        &mut self.inner
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -141,24 +128,14 @@ impl Server {
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.inner.kill();
     }
 
     /// SIGTERM and wait (bounded).
     pub fn terminate(&mut self) -> ExitStatus {
-        unsafe_kill(self.child.id() as i32, 15);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.inner
+            .terminate(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn objects_dir(&self) -> PathBuf {
@@ -174,20 +151,6 @@ impl Server {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn unsafe_kill(pid: i32, sig: i32) {
-    Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
 }
 
 pub struct Reply {

@@ -145,7 +145,7 @@ async fn connection_loop(
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 let n = connection.fetch_add(1, Ordering::AcqRel) + 1;
-                metrics.mqtt_connected.store(1, Ordering::Relaxed);
+                metrics.mqtt_connected.set(1);
                 granted = 0;
                 backoff = Duration::from_millis(200);
                 tracing::info!(
@@ -162,7 +162,7 @@ async fn connection_loop(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                metrics.mqtt_received.fetch_add(1, Ordering::Relaxed);
+                metrics.mqtt_received.inc_by(1);
                 if tx.send((connection.load(Ordering::Acquire), p)).is_err() {
                     break;
                 }
@@ -181,15 +181,15 @@ async fn connection_loop(
                 } else {
                     granted += 1;
                     if granted == wanted {
-                        metrics.mqtt_subscribed.store(1, Ordering::Relaxed);
+                        metrics.mqtt_subscribed.set(1);
                         tracing::info!("MQTT subscriptions granted");
                     }
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                metrics.mqtt_connected.store(0, Ordering::Relaxed);
-                metrics.mqtt_subscribed.store(0, Ordering::Relaxed);
+                metrics.mqtt_connected.set(0);
+                metrics.mqtt_subscribed.set(0);
                 tracing::warn!(error = %e, host = %cfg.host, port = cfg.port, "MQTT connection lost; reconnecting");
                 tokio::select! {
                     _ = stop.changed() => break,
@@ -199,8 +199,8 @@ async fn connection_loop(
             }
         }
     }
-    metrics.mqtt_connected.store(0, Ordering::Relaxed);
-    metrics.mqtt_subscribed.store(0, Ordering::Relaxed);
+    metrics.mqtt_connected.set(0);
+    metrics.mqtt_subscribed.set(0);
     // DISCONNECT keeps the session (it has an expiry): what the broker
     // still holds is delivered at the next start.
     let _ = client.try_disconnect();
@@ -251,9 +251,7 @@ async fn processor(
             break;
         }
         let events: usize = prepared.iter().map(|p| p.records.len()).sum();
-        deps.metrics
-            .events_accepted
-            .fetch_add(events as u64, Ordering::Relaxed);
+        deps.metrics.events_accepted.inc_by(events as u64);
         let current = connection.load(Ordering::Acquire);
         for p in &prepared {
             if p.connection != current {
@@ -263,7 +261,7 @@ async fn processor(
             }
             match client.ack(&p.publish).await {
                 Ok(()) => {
-                    deps.metrics.mqtt_acked.fetch_add(1, Ordering::Relaxed);
+                    deps.metrics.mqtt_acked.inc_by(1);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "MQTT ack could not be queued; the broker will redeliver")
@@ -345,7 +343,7 @@ fn prepare(cfg: &MqttConfig, deps: &Deps, connection: u64, publish: Publish) -> 
     let dead_letter = if reasons.is_empty() {
         None
     } else {
-        deps.metrics.mqtt_rejected.fetch_add(1, Ordering::Relaxed);
+        deps.metrics.mqtt_rejected.inc_by(1);
         tracing::warn!(topic, reasons = %serde_json::Value::Array(reasons.clone()), "MQTT message refused; kept as a dead letter");
         let hash = payload::message_hash(&topic, &publish.payload, u64::MAX);
         // Named by the message, not the time: a redelivery overwrites its own

@@ -53,16 +53,16 @@ struct Node {
     monitor: u16,
 }
 
-/// A 3-node JetStream cluster on 127.0.0.1, killed when dropped.
+/// A JetStream cluster (or a single node) on 127.0.0.1, killed when dropped.
 struct NatsCluster {
     bin: PathBuf,
     nodes: Vec<Node>,
 }
 
 impl NatsCluster {
-    fn start(bin: &Path, dir: &Path) -> Self {
+    fn start(bin: &Path, dir: &Path, n: usize) -> Self {
         for _ in 0..5 {
-            let ports: Vec<(u16, u16, u16)> = (0..3)
+            let ports: Vec<(u16, u16, u16)> = (0..n)
                 .map(|_| (free_port(), free_port(), free_port()))
                 .collect();
             let routes: Vec<String> = ports
@@ -78,10 +78,16 @@ impl NatsCluster {
                     &conf,
                     format!(
                         "server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
-                         jetstream {{ store_dir: \"{}\", sync_interval: always }}\n\
-                         cluster {{ name: tributary, listen: 127.0.0.1:{cluster}, routes: [{}] }}\n",
+                         jetstream {{ store_dir: \"{}\", sync_interval: always }}\n{}",
                         store.display(),
-                        routes.join(", ")
+                        if n == 1 {
+                            String::new()
+                        } else {
+                            format!(
+                                "cluster {{ name: tributary, listen: 127.0.0.1:{cluster}, routes: [{}] }}\n",
+                                routes.join(", ")
+                            )
+                        }
                     ),
                 )
                 .unwrap();
@@ -97,7 +103,7 @@ impl NatsCluster {
                 bin: bin.to_path_buf(),
                 nodes,
             };
-            for i in 0..3 {
+            for i in 0..n {
                 c.spawn(i);
             }
             if c.wait_healthy(Duration::from_secs(30)) {
@@ -422,7 +428,7 @@ fn jetstream_cluster_keeps_every_acknowledged_event_exactly_once_through_kills()
     let dir = root.as_path();
     let moto = Moto::start(&venv);
     moto.create_bucket(BUCKET);
-    let mut nats = NatsCluster::start(&bin, dir);
+    let mut nats = NatsCluster::start(&bin, dir, 3);
     let prefix = format!("t{}", rand::rng().random::<u32>());
     let common = |role: &str| -> Vec<String> {
         vec![
@@ -665,4 +671,157 @@ async fn raw_objects(store: &dyn object_store::ObjectStore) -> Vec<(String, Vec<
         out.push((path, bytes.to_vec()));
     }
     out
+}
+
+/// One front-end, one writer on a single JetStream node: a broker that stops
+/// answering gets 503s with Retry-After (and `/ready` says so) until it is back,
+/// then the front-end recovers by itself; `import --broker` run twice stores
+/// each line once, also against ids already posted over HTTP; `compact
+/// --broker` beside the running writer loses and duplicates nothing.
+#[test]
+fn broker_outage_is_a_503_and_import_through_the_broker_is_idempotent() {
+    let Some((_venv, bin)) = nats_server() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let nats = NatsCluster::start(&bin, dir, 1);
+    let prefix = format!("t{}", rand::rng().random::<u32>());
+    let broker = |role: &str| -> Vec<String> {
+        [
+            role,
+            "--broker",
+            &nats.urls(),
+            "--broker-prefix",
+            &prefix,
+            "--partitions",
+            "3",
+            "--broker-timeout",
+            "2s",
+            "--lease",
+            "2s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut fe_args = broker("serve");
+    fe_args.extend([
+        "--data-dir".into(),
+        dir.join("fe").display().to_string(),
+        "--write-key".into(),
+        format!("{KEY}={SOURCE}"),
+    ]);
+    let fe = Role::start(fe_args, dir.join("fe.log"));
+    let objects = dir.join("objects");
+    let mut w_args = broker("write");
+    w_args.extend([
+        "--data-dir".into(),
+        dir.join("w").display().to_string(),
+        "--storage".into(),
+        format!("file://{}", objects.display()),
+        "--roll-interval".into(),
+        "1s".into(),
+    ]);
+    let _writer = Role::start(w_args, dir.join("w.log"));
+    let agent = agent();
+    let post = |ids: &[String]| {
+        let batch: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"type": "track", "event": "E", "messageId": id, "userId": "u"}))
+            .collect();
+        agent
+            .post(format!("{}/v1/batch", fe.url))
+            .header("Content-Type", "application/json")
+            .header("Authorization", basic())
+            .send(json!({ "batch": batch }).to_string().as_bytes())
+            .unwrap()
+    };
+    let posted: Vec<String> = (0..20).map(|_| uuid7()).collect();
+    assert_eq!(post(&posted).status(), 200);
+
+    let pid = nats.nodes[0].child.as_ref().unwrap().id();
+    signal(pid, "STOP");
+    let down: Vec<String> = (0..5).map(|_| uuid7()).collect();
+    let r = post(&down);
+    assert_eq!(r.status(), 503, "a stopped broker must not get a 200");
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert!(retry_after.is_some(), "503 without Retry-After");
+    let ready = agent.get(format!("{}/ready", fe.url)).call().unwrap();
+    assert_eq!(ready.status(), 503, "/ready must report the broker");
+    signal(pid, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while post(&down).status() != 200 {
+        assert!(Instant::now() < deadline, "the front-end did not recover");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A file of 30 lines: 10 ids posted over HTTP already, 20 new.
+    let file = dir.join("import.ndjson");
+    let new: Vec<String> = (0..20).map(|_| uuid7()).collect();
+    let lines: Vec<String> = posted[..10]
+        .iter()
+        .chain(&new)
+        .map(|id| {
+            json!({"type": "track", "event": "Imported", "messageId": id, "source": SOURCE})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    for _ in 0..2 {
+        let mut args = broker("import");
+        args.push(file.display().to_string());
+        let out = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Compaction beside the running writer: objects of a recorded but
+    // uncommitted cut are left alone, so nothing is merged and re-uploaded.
+    let mut args = broker("compact");
+    args.extend([
+        "--data-dir".into(),
+        dir.join("compact").display().to_string(),
+        "--storage".into(),
+        format!("file://{}", objects.display()),
+        "--min-age".into(),
+        "0s".into(),
+        "--target-bytes".into(),
+        "1MiB".into(),
+    ]);
+    std::fs::create_dir_all(dir.join("compact")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "compact failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: HashSet<String> = posted.iter().chain(&down).chain(&new).cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events: Vec<Value> = s3_common::read_dir_objects(&objects)
+            .into_iter()
+            .flat_map(|(_, e)| e)
+            .collect();
+        let ids: Vec<String> = events
+            .iter()
+            .map(|e| e["messageId"].as_str().unwrap().to_string())
+            .collect();
+        if expected.iter().all(|id| ids.contains(id)) || Instant::now() > deadline {
+            s3_common::assert_exactly_once(&expected, &events);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

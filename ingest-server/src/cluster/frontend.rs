@@ -74,7 +74,7 @@ impl Broker for NatsBroker {
 /// Publishes the events, one message per partition (split at
 /// [`MAX_MESSAGE_BYTES`]), then stores the idempotency answers; `Ok` once
 /// JetStream acknowledged all of them.
-async fn publish(cluster: &Cluster, records: Vec<Record>) -> Result<(), String> {
+pub async fn publish(cluster: &Cluster, records: Vec<Record>) -> Result<(), String> {
     let mut by_partition: BTreeMap<u32, Vec<(MessageKey, EventRecord)>> = BTreeMap::new();
     let mut answers = Vec::new();
     for record in records {

@@ -89,6 +89,7 @@ use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
 
 pub use config::{ClusterArgs, ClusterConfig};
+pub use partition::recorded_cuts;
 
 use crate::log::EventRecord;
 use crate::state::{KeyDeriver, MessageKey};

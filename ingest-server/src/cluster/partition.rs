@@ -87,6 +87,7 @@ struct Cut {
     range: Option<(u64, u64)>,
     objects: BTreeMap<String, Box<dyn Encoder>>,
     keys: HashSet<MessageKey>,
+    /// Keys of the events kept, with their receivedAt.
     entries: Vec<(MessageKey, i64)>,
     opened: Option<Instant>,
     duplicates: u64,
@@ -430,16 +431,20 @@ impl Writer {
             objects += 1;
             self.put_new(&name, Bytes::from(bytes)).await;
         }
-        if !cut.entries.is_empty() {
+        // Keys are kept for the window from when they were stored (not from
+        // their receivedAt, which an import may set long ago).
+        let now = chrono::Utc::now().timestamp_millis();
+        let entries: Vec<(MessageKey, i64)> = cut.entries.iter().map(|(k, _)| (*k, now)).collect();
+        if !entries.is_empty() {
             let name = keyfile::name(self.p, self.state.epoch, first, last);
-            self.put_new(&name, Bytes::from(keyfile::encode(&cut.entries)))
+            self.put_new(&name, Bytes::from(keyfile::encode(&entries)))
                 .await;
         }
         let mut s = self.state.clone();
         s.committed = last;
         s.cut = None;
         self.save(s).await?;
-        self.index.extend(cut.entries);
+        self.index.extend(entries);
         let m = &self.ctx.metrics;
         m.events_written.inc_by(events);
         m.events_duplicate.inc_by(cut.duplicates);
@@ -489,6 +494,30 @@ impl Writer {
             crate::log::lock(&self.ctx.lag).insert(self.p, lag);
         }
     }
+}
+
+/// The name tags (`<first>-<last>-p<N>e<epoch>.`, see [`object_name`]) of the
+/// cuts writers recorded but have not committed: their objects may still be
+/// uploaded, so `compact` leaves them alone.
+pub async fn recorded_cuts(cluster: &Cluster) -> anyhow::Result<Vec<String>> {
+    let mut tags = Vec::new();
+    for p in 0..cluster.partitions {
+        let Some(entry) = cluster.parts.entry(format!("p{p}")).await? else {
+            continue;
+        };
+        if entry.operation != kv::Operation::Put {
+            continue;
+        }
+        let state: PartState = serde_json::from_slice(&entry.value)
+            .with_context(|| format!("the state of partition {p} is unreadable"))?;
+        if let Some(r) = state.cut {
+            tags.push(format!(
+                "{:020}-{:020}-p{p}e{}.",
+                r.first, r.last, state.epoch
+            ));
+        }
+    }
+    Ok(tags)
 }
 
 fn to_bytes(s: &PartState) -> Bytes {

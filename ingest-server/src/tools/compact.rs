@@ -54,6 +54,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{Cluster, ClusterArgs};
 use crate::config::{StoreArgs, parse_size};
 use crate::state::{STATE_FILE, StateDb};
 use crate::storage::ObjectSink;
@@ -82,6 +83,10 @@ pub struct Args {
     /// Print what would be merged, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The distributed deployment whose writers made the objects: objects of a
+    /// cut a writer recorded but has not committed are left alone.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// What a compaction run did.
@@ -148,7 +153,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         min_age,
         dry_run: args.dry_run,
     };
-    let report = compact(&sink, state.as_ref(), &options).await?;
+    let cluster = match args.cluster.resolve()? {
+        Some(c) => Some(Cluster::connect(c, Duration::from_secs(7 * 86_400)).await?),
+        None => None,
+    };
+    let report = compact(&sink, state.as_ref(), cluster.as_ref(), &options).await?;
     println!(
         "compact: merged {} objects into {} ({} events); intents rolled forward {}, rolled back {}",
         report.inputs, report.outputs, report.events, report.rolled_forward, report.rolled_back
@@ -171,10 +180,12 @@ pub struct Options {
 
 /// Resolves leftover intents, then merges the small objects of every partition.
 ///
-/// `state` is the writer's state database, used to skip objects it has not committed.
+/// `state` is the writer's state database, used to skip objects it has not
+/// committed; `cluster`, the distributed deployment, likewise (its recorded cuts).
 pub async fn compact(
     sink: &ObjectSink,
     state: Option<&StateDb>,
+    cluster: Option<&Cluster>,
     options: &Options,
 ) -> anyhow::Result<CompactReport> {
     let store = sink.store.as_ref();
@@ -210,11 +221,21 @@ pub async fn compact(
             .collect(),
         None => Default::default(),
     };
+    // Also read after listing: a cut is recorded before its objects are uploaded.
+    let recorded = match cluster {
+        Some(c) => crate::cluster::recorded_cuts(c)
+            .await
+            .context("cannot read the writers' recorded cuts from the broker")?,
+        None => Vec::new(),
+    };
     let now = chrono::Utc::now();
     let mut partitions: BTreeMap<(String, &'static str), Vec<ObjectMeta>> = BTreeMap::new();
     for meta in objects {
         let name = meta.location.as_ref();
-        if name.contains(INTENT_DIR) || uncommitted.contains(name) {
+        if name.contains(INTENT_DIR)
+            || uncommitted.contains(name)
+            || recorded.iter().any(|tag| name.contains(tag.as_str()))
+        {
             continue;
         }
         let Some(format) = Format::from_path(name) else {

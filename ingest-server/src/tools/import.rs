@@ -35,7 +35,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use serde_json::{Map, Value};
 
+use crate::cluster::frontend::publish;
+use crate::cluster::{Cluster, ClusterArgs, ClusterConfig};
 use crate::config::{StoreArgs, parse_size};
+use crate::log::{EventRecord, Record};
 use crate::state::{Intent, KeyDeriver, MessageKey, ObjectCommit, StateDb};
 use crate::storage::format::{Encoder, Format};
 use crate::storage::{ObjectSink, Sink, partition_dir};
@@ -57,6 +60,9 @@ pub struct Args {
     /// Roll an imported object at this size.
     #[arg(long, value_name = "SIZE", default_value = "128MiB")]
     pub roll_bytes: String,
+    /// The deployment to publish to instead of writing objects (distributed mode).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// NDJSON files to load (`.gz` files are decompressed).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -82,6 +88,10 @@ pub struct ImportReport {
 
 /// Runs `ingest-server import` and prints a summary.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(cluster) = args.cluster.resolve()? {
+        crate::config::check_source_name(&args.source)?;
+        return run_distributed(&args, cluster).await;
+    }
     let config = args.store.resolve_store()?;
     crate::config::check_source_name(&args.source)?;
     let roll_bytes = parse_size(&args.roll_bytes).context("--roll-bytes")?;
@@ -219,42 +229,9 @@ impl Importer<'_> {
 
     /// Parses and completes one line: (partition dir, dedupe key, event).
     fn prepare(&self, line: &[u8]) -> Result<(String, MessageKey, Value), String> {
-        let mut event: Map<String, Value> = match serde_json::from_slice(line) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => return Err("not a JSON object".into()),
-            Err(e) => return Err(format!("invalid JSON: {e}")),
-        };
-        let source = match event.get("source") {
-            Some(Value::String(s)) => s.clone(),
-            None | Some(Value::Null) => self.default_source.clone(),
-            Some(_) => return Err("`source` is not a string".into()),
-        };
-        event.insert("source".into(), Value::String(source.clone()));
-        let id = match event.get("messageId") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            None | Some(Value::Null) => format!(
-                "import-{:032x}",
-                twox_hash::XxHash3_128::oneshot(line.trim_ascii())
-            ),
-            Some(_) => return Err("`messageId` is not a non-empty string".into()),
-        };
-        event.insert("messageId".into(), Value::String(id.clone()));
-        let received_ms = match event.get("receivedAt") {
-            Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
-                .map_err(|e| format!("`receivedAt` `{s}` is not RFC 3339: {e}"))?
-                .timestamp_millis(),
-            None | Some(Value::Null) => {
-                let now = chrono::Utc::now();
-                event.insert(
-                    "receivedAt".into(),
-                    Value::String(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-                );
-                now.timestamp_millis()
-            }
-            Some(_) => return Err("`receivedAt` is not a string".into()),
-        };
+        let (source, id, received_ms, event) = complete_line(line, &self.default_source)?;
         let dir = partition_dir(&source, received_ms);
-        Ok((dir, self.keys.key(&source, &id), Value::Object(event)))
+        Ok((dir, self.keys.key(&source, &id), event))
     }
 
     async fn add(&mut self, dir: String, key: MessageKey, event: &Value) -> anyhow::Result<()> {
@@ -350,6 +327,110 @@ impl Importer<'_> {
         self.report.objects += 1;
         Ok(())
     }
+}
+
+/// Parses one line and fills what the store needs: (source, messageId,
+/// receivedAt ms, the completed event).
+fn complete_line(
+    line: &[u8],
+    default_source: &str,
+) -> Result<(String, String, i64, Value), String> {
+    let mut event: Map<String, Value> = match serde_json::from_slice(line) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err("not a JSON object".into()),
+        Err(e) => return Err(format!("invalid JSON: {e}")),
+    };
+    let source = match event.get("source") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => default_source.to_string(),
+        Some(_) => return Err("`source` is not a string".into()),
+    };
+    event.insert("source".into(), Value::String(source.clone()));
+    let id = match event.get("messageId") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        None | Some(Value::Null) => format!(
+            "import-{:032x}",
+            twox_hash::XxHash3_128::oneshot(line.trim_ascii())
+        ),
+        Some(_) => return Err("`messageId` is not a non-empty string".into()),
+    };
+    event.insert("messageId".into(), Value::String(id.clone()));
+    let received_ms = match event.get("receivedAt") {
+        Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+            .map_err(|e| format!("`receivedAt` `{s}` is not RFC 3339: {e}"))?
+            .timestamp_millis(),
+        None | Some(Value::Null) => {
+            let now = chrono::Utc::now();
+            event.insert(
+                "receivedAt".into(),
+                Value::String(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            );
+            now.timestamp_millis()
+        }
+        Some(_) => return Err("`receivedAt` is not a string".into()),
+    };
+    Ok((source, id, received_ms, Value::Object(event)))
+}
+
+/// `import --broker`: the lines become events published to the deployment's
+/// partitions, like a front-end's; the writers dedupe them (a re-run within the
+/// dedupe window stores nothing twice) and write the objects.
+async fn run_distributed(args: &Args, cluster: ClusterConfig) -> anyhow::Result<()> {
+    let window = humantime::parse_duration("7d").unwrap_or_default();
+    let cluster = Cluster::connect(cluster, window).await?;
+    let (mut published, mut invalid) = (0u64, 0u64);
+    for file in &args.files {
+        let handle =
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let reader: Box<dyn Read> = if file.extension().is_some_and(|e| e == "gz") {
+            Box::new(flate2::read::MultiGzDecoder::new(handle))
+        } else {
+            Box::new(handle)
+        };
+        let mut batch = Vec::new();
+        for (index, line) in BufReader::with_capacity(1 << 20, reader)
+            .split(b'\n')
+            .enumerate()
+        {
+            let line = line.with_context(|| format!("cannot read {}", file.display()))?;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match complete_line(&line, &args.source) {
+                Ok((source, message_id, received_at_ms, event)) => {
+                    batch.push(Record::Event(EventRecord {
+                        received_at_ms,
+                        source,
+                        message_id,
+                        json: serde_json::to_vec(&event)?,
+                    }));
+                }
+                Err(reason) => {
+                    invalid += 1;
+                    if invalid <= MAX_REPORTED as u64 {
+                        eprintln!("import: {}:{}: {reason}", file.display(), index + 1);
+                    }
+                }
+            }
+            if batch.len() >= 1000 {
+                published += batch.len() as u64;
+                publish(&cluster, std::mem::take(&mut batch))
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
+        }
+        published += batch.len() as u64;
+        publish(&cluster, batch).await.map_err(anyhow::Error::msg)?;
+    }
+    println!(
+        "import: {published} events published to the broker (the writers drop those already stored), {invalid} invalid lines"
+    );
+    if invalid > 0 {
+        bail!(
+            "{invalid} lines were not imported (listed above); fix them and re-run: imported events are not stored twice"
+        );
+    }
+    Ok(())
 }
 
 /// Objects `import` writes are named `i-<hash>-<count>.<ext>`.

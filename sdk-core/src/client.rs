@@ -29,7 +29,7 @@ use crate::state::{Reservation, StateFile};
 use crate::store::Store;
 use crate::supervise::supervise;
 use crate::writer::{self, Msg, STOP_GIVE_UP};
-use crate::{Config, DeviceContext, FlushResult, Logger, Stats, TributaryError};
+use crate::{Config, DeviceContext, FlushResult, Logger, Stats, Transport, TributaryError};
 
 /// How long `flush_blocking` and `shutdown` wait for earlier events to become
 /// durable when their own timeout is shorter: a group commit takes
@@ -63,13 +63,32 @@ impl Client {
     /// reads the old database's identity, once). The database is opened,
     /// checked and migrated on the writer thread; events recorded meanwhile
     /// wait in memory (see [`Client::await_ready`]).
+    ///
+    /// Requests go through the built-in ureq transport (cargo feature
+    /// `ureq-transport`, on by default). A build without it returns
+    /// `InvalidConfig { field: "transport" }`: use [`Client::with_transport`].
     #[uniffi::constructor]
     pub fn new(
         config: Config,
         logger: Option<Arc<dyn Logger>>,
     ) -> Result<Arc<Self>, TributaryError> {
         config.validate()?;
-        Self::open(config, Log::new(logger)).map(Arc::new)
+        let transport = crate::transport::built_in(&config)?;
+        Self::open(config, Log::new(logger), transport).map(Arc::new)
+    }
+
+    /// Starts a client like [`Client::new`], whose requests go through
+    /// `transport`: the platform's HTTP stack (`HttpURLConnection`,
+    /// `URLSession`), so the app's proxy, trusted CAs and pinning apply.
+    /// The core still builds each request and classifies each answer.
+    #[uniffi::constructor]
+    pub fn with_transport(
+        config: Config,
+        logger: Option<Arc<dyn Logger>>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Self>, TributaryError> {
+        config.validate()?;
+        Self::open(config, Log::new(logger), transport).map(Arc::new)
     }
 
     /// Waits up to `timeout_ms` for the queue database to be open, and says
@@ -422,7 +441,11 @@ impl Client {
         }
     }
 
-    fn open(config: Config, log: Log) -> Result<Self, TributaryError> {
+    fn open(
+        config: Config,
+        log: Log,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, TributaryError> {
         let dir = Path::new(&config.storage_dir).to_path_buf();
         let counters = Arc::new(Counters::default());
         let store = Store::unopened(&dir, counters.clone()).map_err(|e| {
@@ -456,6 +479,7 @@ impl Client {
             opt_outs: AtomicU64::new(0),
             purge_requested: AtomicBool::new(false),
             write_key: RwLock::new(write_key),
+            transport,
             signals: Mutex::new(Signals {
                 network: true,
                 drain: false,

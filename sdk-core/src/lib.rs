@@ -2,7 +2,7 @@
 //! delivers each one exactly once to a Segment-compatible `/v1/batch` endpoint.
 //!
 //! The whole exported surface is UniFFI-compatible (records, enums, one object,
-//! one error and one foreign trait), so the Kotlin and Swift packages are thin
+//! two errors and two foreign traits: `Logger` and `Transport`), so the Kotlin and Swift packages are thin
 //! layers over the same behaviour.
 //!
 //! # How it works
@@ -24,7 +24,9 @@
 //!   ends: `restored + recorded = uploaded + queued + buffered + dropped_*`.
 //! - The delivery thread (module `delivery`) makes batches with a persisted
 //!   membership and idempotency key (`store/batch.rs`), sends them in Segment's
-//!   `/v1/batch` format (module `upload`; the answer is classified by the
+//!   `/v1/batch` format (module `upload`) through a `Transport` that only
+//!   moves bytes (module `transport`: the platform's HTTP stack, or ureq for
+//!   Rust callers; the answer is classified by the
 //!   `tributary-protocol` crate), applies each outcome (one method per outcome
 //!   in `delivery`), and retries with persisted exponential backoff and full
 //!   jitter (module `retry`).
@@ -57,6 +59,7 @@ mod state;
 mod store;
 mod supervise;
 mod sync;
+mod transport;
 mod types;
 mod upload;
 mod writer;
@@ -65,4 +68,5 @@ pub use client::Client;
 pub use config::Config;
 pub use error::TributaryError;
 pub use logger::{LogLevel, Logger};
+pub use transport::{HttpHeader, HttpRequest, HttpResponse, Transport, TransportError};
 pub use types::{DeviceContext, FlushResult, Stats};

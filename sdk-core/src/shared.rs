@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     /// Set by opting out: the writer must delete everything queued.
     pub purge_requested: AtomicBool,
     pub write_key: RwLock<String>,
+    /// Sends the upload thread's requests (see `transport`).
+    pub transport: Arc<dyn crate::Transport>,
     pub signals: Mutex<Signals>,
     pub signals_cv: Condvar,
     /// Set by `shutdown` and `Drop`: recording calls refuse from then on.

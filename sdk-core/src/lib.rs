@@ -53,6 +53,7 @@ mod delivery;
 mod error;
 mod event;
 mod logger;
+mod profile;
 mod retry;
 mod shared;
 mod state;
@@ -69,4 +70,7 @@ pub use config::Config;
 pub use error::TributaryError;
 pub use logger::{LogLevel, Logger};
 pub use transport::{HttpHeader, HttpRequest, HttpResponse, Transport, TransportError};
-pub use types::{DeviceContext, FlushResult, Stats};
+pub use types::{DeviceContext, EventOptions, FlushResult, Stats};
+
+/// A clock in milliseconds since the Unix epoch (see [`Client::set_clock`]).
+pub type Clock = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;

@@ -80,17 +80,18 @@ pub struct HttpResponse {
 pub enum TransportError {
     /// No complete answer: no route, a refused, reset or cut connection, a
     /// TLS failure, a timeout, or a body that could not be read.
-    #[error("{message}")]
+    #[error("{reason}")]
     Failed {
-        /// What went wrong, for the log.
-        message: String,
+        /// What went wrong, for the log. (Not `message`: Kotlin's
+        /// exceptions already have one.)
+        reason: String,
     },
 }
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for TransportError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
         Self::Failed {
-            message: format!("the transport threw an unexpected error: {}", e.reason),
+            reason: format!("the transport threw an unexpected error: {}", e.reason),
         }
     }
 }
@@ -119,7 +120,7 @@ pub(crate) fn send_guarded(
     match result {
         Ok(Ok(response)) if (100..=599).contains(&response.status) => Ok(response),
         Ok(Ok(response)) => Err(TransportError::Failed {
-            message: format!(
+            reason: format!(
                 "the transport reported HTTP status {}, which is not a status code",
                 response.status
             ),
@@ -132,7 +133,7 @@ pub(crate) fn send_guarded(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "no message".into());
             Err(TransportError::Failed {
-                message: format!("the transport panicked: {what}"),
+                reason: format!("the transport panicked: {what}"),
             })
         }
     }

@@ -94,7 +94,7 @@ impl Transport for StdTransport {
     fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
         self.requests.lock().unwrap().push(request.clone());
         Self::exchange(&request).map_err(|e| TransportError::Failed {
-            message: e.to_string(),
+            reason: e.to_string(),
         })
     }
 }
@@ -203,7 +203,7 @@ impl Transport for Flaky {
                 "panic" => panic!("transport bug"),
                 "error" => {
                     return Err(TransportError::Failed {
-                        message: "connection reset by peer".into(),
+                        reason: "connection reset by peer".into(),
                     });
                 }
                 _ => {

@@ -37,7 +37,7 @@ impl UreqTransport {
 impl Transport for UreqTransport {
     fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
         let failed = |e: ::ureq::Error| TransportError::Failed {
-            message: format!("request to {} failed: {e}", request.url),
+            reason: format!("request to {} failed: {e}", request.url),
         };
         let mut builder = self.agent.post(&request.url);
         for header in &request.headers {
@@ -65,7 +65,7 @@ impl Transport for UreqTransport {
             // A 2xx whose body cannot be read is not an acknowledgement.
             Err(e) if (200..=299).contains(&status) => {
                 return Err(TransportError::Failed {
-                    message: format!("HTTP {status} with an unreadable body: {e}"),
+                    reason: format!("HTTP {status} with an unreadable body: {e}"),
                 });
             }
             // Any other status is classified on its status alone.

@@ -41,7 +41,10 @@ build_libs() {
   for abi in "${abis[@]}"; do targets+=(-t "$abi"); done
   # cargo-ndk strips the libraries it copies into -o; the binding is generated from an
   # unstripped host build (the UniFFI metadata is the same on every target).
-  cargo ndk --platform 23 "${targets[@]}" -o "$out/jniLibs" build --release -p sdk-core --lib
+  # As shipped: no ureq/rustls (the Kotlin layer sends with HttpURLConnection), trimmed SQLite.
+  # shellcheck source=scripts/mobile-build-env.sh
+  source scripts/mobile-build-env.sh
+  cargo ndk --platform 23 "${targets[@]}" -o "$out/jniLibs" build --release -p sdk-core --lib "${MOBILE_CARGO_FEATURES[@]}"
   scripts/gen-kotlin.sh "$out/kotlin" release >/dev/null
   cp -R bindings/kotlin/src/. "$out/kotlin/"
   echo "native libraries:"

@@ -42,8 +42,14 @@ public final class Tributary: Sendable {
     /// - Throws: ``TributaryError/InvalidConfig(message:)`` naming the bad field, or
     ///   ``TributaryError/StorageUnavailable(message:)`` when the directory cannot be used
     ///   (for example because another client holds it).
-    public init(config: Config, logger: (any Logger)? = SystemLogger()) throws {
-        client = try Client(config: config, logger: logger)
+    ///   - transport: sends the core's requests; ``URLSessionTransport`` by default. The
+    ///     core builds each request and classifies each answer; the transport only moves bytes.
+    public init(
+        config: Config,
+        logger: (any Logger)? = SystemLogger(),
+        transport: any Transport = URLSessionTransport()
+    ) throws {
+        client = try Client.withTransport(config: config, logger: logger, transport: transport)
         self.logger = logger
     }
 
@@ -129,6 +135,41 @@ public final class Tributary: Sendable {
         record("alias") { try client.alias(newId: newId) }
     }
 
+    // MARK: Super-properties, traits and sessions
+
+    /// Adds super-properties, merged into the properties of every later `track`, `screen`
+    /// and `page` (a property the call passes wins), and persisted. Never throws.
+    public func register(_ properties: [String: Any]) {
+        record("register") { try client.register(propertiesJson: JSONProperties.encode(properties)) }
+    }
+
+    /// Removes one super-property (persisted).
+    public func unregister(_ key: String) {
+        client.unregister(key: key)
+    }
+
+    /// The registered super-properties, as JSON object text.
+    public var superPropertiesJSON: String { client.superProperties() }
+
+    /// The traits merged from every ``identify(_:traits:)`` since the last ``reset()``,
+    /// as JSON object text.
+    public var traitsJSON: String { client.traits() }
+
+    /// The current session id: the session's start in milliseconds since 1970, sent in
+    /// every event's `context.sessionId`. A session ends after `sessionTimeoutMs`
+    /// (30 minutes) in the background.
+    public var sessionId: Int64 { client.sessionId() }
+
+    /// Reports that the app came to the foreground.
+    public func appForegrounded() {
+        client.appForegrounded()
+    }
+
+    /// Reports that the app went to the background; the session timeout counts from now.
+    public func appBackgrounded() {
+        client.appBackgrounded()
+    }
+
     /// Runs one recording call without letting an error reach the app. The core has
     /// already logged and counted what it refused (a ``TributaryError``); anything else
     /// is a bug, reported to the logger here.
@@ -197,7 +238,7 @@ public final class Tributary: Sendable {
 
     // MARK: Identity and consent
 
-    /// Forgets the user id and traits and starts a new anonymous id.
+    /// Forgets the user id, traits, super-properties and session, and starts a new anonymous id.
     public func reset() {
         client.reset()
     }

@@ -274,6 +274,11 @@ class Tributary @JvmOverloads constructor(
         client.setContext(context)
     }
 
+    /** Replaces the device context copied into every later event (plain Java types). */
+    fun setContext(context: AppContext) {
+        client.setContext(context.lower())
+    }
+
     /** Replaces the write key and resumes uploads paused by a 401 or 403. */
     fun setWriteKey(writeKey: String) {
         client.setWriteKey(writeKey)
@@ -296,17 +301,69 @@ class Tributary @JvmOverloads constructor(
      * [timeoutMs]; events not delivered stay on disk for the next client.
      */
     @JvmOverloads
-    fun shutdown(timeoutMs: Long = 0): FlushResult =
-        FlushResult.from(client.shutdown(positiveOrZero("timeoutMs", timeoutMs).toULong()))
+    fun shutdown(timeoutMs: Long = 0): FlushResult {
+        hooks?.stop()
+        return FlushResult.from(client.shutdown(positiveOrZero("timeoutMs", timeoutMs).toULong()))
+    }
 
     /** [shutdown] without a last upload: queued events stay on disk. */
     override fun close() {
         shutdown(0)
     }
 
-    private companion object {
-        const val LIBRARY_NAME = "tributary-kotlin"
-        const val LIBRARY_VERSION = "0.1.0"
+    /** The hooks [setup] registered, stopped by [shutdown]. */
+    @Volatile internal var hooks: PlatformHooks? = null
+
+    /**
+     * For the scheduled upload job: uploads what is queued, waiting up to [timeoutMs]
+     * (call it on a background thread), and says whether everything was delivered.
+     */
+    fun runScheduledUpload(timeoutMs: Long): Boolean =
+        flushBlocking(timeoutMs) == FlushResult.Delivered || stats().queuedEvents == 0uL
+
+    companion object {
+        private const val LIBRARY_NAME = "tributary-kotlin"
+        private const val LIBRARY_VERSION = "0.1.0"
+
+        @Volatile private var current: Tributary? = null
+
+        /**
+         * The client made by the last [setup], for components the system starts on its
+         * own (the scheduled upload job); null before setup.
+         */
+        @JvmStatic
+        val shared: Tributary? get() = current
+
+        /**
+         * Creates the process's client and registers the platform hooks: connectivity,
+         * the app lifecycle (sessions, a flush and a scheduled upload on going to the
+         * background, optional lifecycle events) and the automatic context. The Android
+         * overload `Tributary.setup(context, writeKey, endpoint) { … }` builds [platform]
+         * itself.
+         *
+         * Returns at once: no network I/O, and the queue is opened on the SDK's thread.
+         *
+         * @throws IllegalArgumentException or [TributaryException] for a configuration
+         *   that cannot work (an empty write key, a non-http endpoint, a zero flushAt).
+         */
+        @JvmStatic
+        @JvmOverloads
+        fun setup(platform: Platform, writeKey: String, endpoint: String, options: Options = Options()): Tributary {
+            val tributary = Tributary(
+                options.config(endpoint, writeKey, platform.storageDir),
+                options.logger,
+                options.transport,
+            )
+            val hooks = PlatformHooks(tributary, platform, options.trackLifecycleEvents)
+            tributary.hooks = hooks
+            hooks.start()
+            current = tributary
+            return tributary
+        }
+
+        /** [setup] with the options set in a block: `setup(platform, key, url) { flushAt = 10 }`. */
+        fun setup(platform: Platform, writeKey: String, endpoint: String, configure: Options.() -> Unit): Tributary =
+            setup(platform, writeKey, endpoint, Options().apply(configure))
 
         /** Reports this layer in `context.library` unless the app chose its own name. */
         fun withLibraryName(config: TributaryConfig): TributaryConfig =

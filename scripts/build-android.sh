@@ -46,7 +46,7 @@ build_libs() {
   source scripts/mobile-build-env.sh
   cargo ndk --platform 23 "${targets[@]}" -o "$out/jniLibs" build --release -p sdk-core --lib "${MOBILE_CARGO_FEATURES[@]}"
   scripts/gen-kotlin.sh "$out/kotlin" release >/dev/null
-  cp -R bindings/kotlin/src/. "$out/kotlin/"
+  cp -R bindings/kotlin/src/. bindings/kotlin/android/. "$out/kotlin/"
   echo "native libraries:"
   for abi in "${abis[@]}"; do
     ls -l "$out/jniLibs/$abi/libtributary.so" | awk -v abi="$abi" '{printf "  %-12s %8.0f KiB\n", abi, $5 / 1024}'

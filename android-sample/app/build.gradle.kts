@@ -49,6 +49,7 @@ android {
         java.srcDirs(
             "src/main/kotlin",
             File(repoRoot, "bindings/kotlin/src"),
+            File(repoRoot, "bindings/kotlin/android"),
             generatedKotlin.get().asFile,
         )
         jniLibs.srcDirs(rustJniLibs.get().asFile)

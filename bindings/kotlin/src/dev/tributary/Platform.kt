@@ -117,6 +117,15 @@ class Options {
     /** Receives the SDK's log; `null` for silence. */
     var logger: Logger? = Logger.platform()
 
+    /**
+     * Schedules the background upload instead of the platform's default (JobScheduler on
+     * Android), e.g. a WorkManager-based one; null keeps the default.
+     */
+    var uploadScheduler: UploadScheduler? = null
+
+    /** Chaining setter for Java. */
+    fun uploadScheduler(value: UploadScheduler?) = apply { uploadScheduler = value }
+
     /** Sends the uploads; [HttpTransport] (HttpURLConnection) by default. */
     var transport: dev.tributary.ffi.Transport = HttpTransport()
 

@@ -354,7 +354,13 @@ class Tributary @JvmOverloads constructor(
                 options.logger,
                 options.transport,
             )
-            val hooks = PlatformHooks(tributary, platform, options.trackLifecycleEvents)
+            val hooks = PlatformHooks(
+                tributary,
+                options.uploadScheduler?.let {
+                    Platform(platform.storageDir, platform.context, platform.connectivity, platform.lifecycle, it)
+                } ?: platform,
+                options.trackLifecycleEvents,
+            )
             tributary.hooks = hooks
             hooks.start()
             current = tributary

@@ -24,6 +24,8 @@ public final class Tributary: Sendable {
     private let client: Client
     /// The logger given to ``init(config:logger:)``, for errors this layer itself reports.
     private let logger: (any Logger)?
+    /// The hooks ``setup(writeKey:endpoint:options:)`` registered, stopped by ``shutdown(timeout:)``.
+    let hooks = LockedValue<PlatformHooks?>(nil)
 
     /// The `library_name` this layer reports in `context.library.name`.
     public static let libraryName = "tributary-swift"
@@ -267,7 +269,8 @@ public final class Tributary: Sendable {
     /// counted in `Stats.droppedShutdown`).
     @discardableResult
     public func shutdown(timeout: TimeInterval) -> FlushResult {
-        client.shutdown(timeoutMs: Self.milliseconds(timeout))
+        hooks.withLock { $0 }?.stop()
+        return client.shutdown(timeoutMs: Self.milliseconds(timeout))
     }
 
     /// Seconds to whole milliseconds, clamping negative and non-finite values.

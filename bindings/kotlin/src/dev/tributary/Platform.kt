@@ -180,12 +180,41 @@ internal class PlatformHooks(
 ) : AppLifecycle.Listener {
     @Volatile private var foregroundedOnce = false
 
+    /**
+     * Runs the lifecycle work in order, off the caller's (main) thread: the install
+     * check reads a small file, and `Application Installed` must come before
+     * `Application Opened`.
+     */
+    private val worker = java.util.concurrent.Executors.newSingleThreadExecutor { r ->
+        Thread(r, "tributary-hooks").apply { isDaemon = true }
+    }
+
+    private fun later(body: () -> Unit) {
+        try {
+            worker.execute {
+                try {
+                    body()
+                } catch (e: Exception) {
+                    // Lifecycle bookkeeping must never crash the app.
+                }
+            }
+        } catch (e: java.util.concurrent.RejectedExecutionException) {
+            // Stopped: the client is shutting down.
+        }
+    }
+
+    /** Waits up to [timeoutMs] for the lifecycle work queued so far (tests, the upload job). */
+    fun awaitIdle(timeoutMs: Long) {
+        try {
+            worker.submit {}.get(timeoutMs, java.util.concurrent.TimeUnit.MILLISECONDS)
+        } catch (e: Exception) {
+            // Stopped or timed out: nothing more to wait for.
+        }
+    }
+
     fun start() {
         refreshContext()
-        // Reads and writes a tiny file: off the caller's (main) thread.
-        if (trackLifecycleEvents) {
-            kotlin.concurrent.thread(isDaemon = true, name = "tributary-setup") { installOrUpdateEvent() }
-        }
+        if (trackLifecycleEvents) later { installOrUpdateEvent() }
         platform.connectivity?.start { online ->
             tributary.setNetworkAvailable(online)
             // The network type may have changed (Wi-Fi, cellular).
@@ -197,6 +226,7 @@ internal class PlatformHooks(
     fun stop() {
         platform.connectivity?.stop()
         platform.lifecycle?.stop()
+        worker.shutdown()
     }
 
     fun refreshContext() {
@@ -209,20 +239,25 @@ internal class PlatformHooks(
     }
 
     override fun onForeground() {
+        // The session first, on the caller's thread: events tracked right after belong to it.
         tributary.appForegrounded()
-        refreshContext() // locale, time zone or screen may have changed while away
-        platform.scheduler?.cancel()
-        if (trackLifecycleEvents) {
-            tributary.track("Application Opened", mapOf("from_background" to foregroundedOnce))
+        later {
+            refreshContext() // locale, time zone or screen may have changed while away
+            platform.scheduler?.cancel()
+            if (trackLifecycleEvents) {
+                tributary.track("Application Opened", mapOf("from_background" to foregroundedOnce))
+            }
+            foregroundedOnce = true
         }
-        foregroundedOnce = true
     }
 
     override fun onBackground() {
-        if (trackLifecycleEvents) tributary.track("Application Backgrounded")
-        tributary.appBackgrounded()
-        tributary.flush()
-        platform.scheduler?.schedule()
+        later {
+            if (trackLifecycleEvents) tributary.track("Application Backgrounded")
+            tributary.appBackgrounded()
+            tributary.flush()
+            platform.scheduler?.schedule()
+        }
     }
 
     /** `Application Installed` on the first run, `Application Updated` when the version changed. */

@@ -103,16 +103,20 @@ object PlatformTests {
                         assertTrue(Tributary.shared === tributary)
                         val listener = assertNotNull(lifecycle.listener, "lifecycle hooked")
                         listener.onForeground()
+                        // The lifecycle work runs in order on the SDK's hook thread.
+                        tributary.hooks!!.awaitIdle(5_000)
                         tributary.track("Viewed", mapOf("n" to 1))
                         assertNotNull(connectivity.onChange)!!(false)
                         assertIs<FlushResult.Offline>(tributary.flushBlocking(2_000))
                         assertEquals(0, server.events().size, "nothing sent while offline")
                         connectivity.onChange!!(true)
                         listener.onBackground()
+                        tributary.hooks!!.awaitIdle(5_000)
                         assertEquals(1, scheduler.scheduled.get())
                         // Going to the background asked for an upload: no flushBlocking needed.
                         assertTrue(poll(10_000) { server.events().any { it["event"] == "Application Backgrounded" } })
                         listener.onForeground()
+                        tributary.hooks!!.awaitIdle(5_000)
                         assertEquals(2, scheduler.cancelled.get(), "each foreground cancels the pending job")
                         assertEquals(FlushResult.Delivered, tributary.flushBlocking(10_000))
                         val events = server.events()
@@ -148,7 +152,7 @@ object PlatformTests {
                         val t = Tributary.setup(Platform(dir, { appContext(version) }), "wk", server.endpoint, options())
                         try {
                             // The check runs off the caller's thread.
-                            Thread.sleep(300)
+                            t.hooks!!.awaitIdle(5_000)
                             assertEquals(FlushResult.Delivered, t.flushBlocking(10_000))
                         } finally {
                             t.shutdown(0)

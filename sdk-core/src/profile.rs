@@ -23,7 +23,8 @@
 //! client starts), changes are kept as a list and replayed over what the file
 //! holds when it is read, so nothing registered early is lost and nothing
 //! stored is overwritten by an empty default. Events recorded in that window
-//! carry only what was registered in this process so far.
+//! carry only what was registered in this process so far; on a first run (no
+//! stored session) the session they started goes on.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -174,8 +175,17 @@ impl Held {
     pub fn adopt(&mut self, stored: Profile, timeout_ms: i64) -> bool {
         let early = self.early.take().unwrap_or_default();
         let mut profile = stored.clone();
+        // No stored session (a first run): the one the early events carry goes on,
+        // with the foreground/background reports already applied to it.
+        let keep_session = stored.session.id == 0;
+        if keep_session {
+            profile.session = self.profile.session.clone();
+        }
         for change in &early {
-            profile.apply(change, timeout_ms);
+            let session_change = matches!(change, Change::Foreground(_) | Change::Background(_));
+            if !(keep_session && session_change) {
+                profile.apply(change, timeout_ms);
+            }
         }
         let changed = profile != stored;
         self.profile = profile;
@@ -270,6 +280,14 @@ mod tests {
         // Later changes are not kept for a replay.
         held.change(Change::Reset, TIMEOUT);
         assert!(held.early.is_none());
+        // A first run: the session the early events carry is kept, not restarted.
+        let mut first = Held::unloaded();
+        let early_id = first.profile.session.current(T0, TIMEOUT);
+        first.change(Change::Background(T0 + MIN), TIMEOUT);
+        first.change(Change::Foreground(T0 + 2 * MIN), TIMEOUT);
+        assert!(first.adopt(Profile::default(), TIMEOUT));
+        assert_eq!(first.profile.session.id, early_id);
+        assert_eq!(first.profile.session.background_since_ms, None);
         // Nothing changed early: nothing to rewrite.
         let mut quiet = Held::unloaded();
         assert!(!quiet.adopt(stored.clone(), TIMEOUT));

@@ -98,6 +98,14 @@ final class PlatformHooks: @unchecked Sendable {
     private let storage: URL
     private let lock = NSLock()
     private var foregroundedOnce = false
+    /// The lifecycle work, in order and off the caller's (main) thread: the install
+    /// check reads a small file, and `Application Installed` comes before `Opened`.
+    private let queue = DispatchQueue(label: "dev.tributary.hooks")
+
+    /// Waits for the lifecycle work queued so far.
+    func awaitIdle() {
+        queue.sync {}
+    }
 
     init(tributary: Tributary, options: TributaryOptions, storage: URL) {
         self.tributary = tributary
@@ -107,7 +115,7 @@ final class PlatformHooks: @unchecked Sendable {
 
     func start() {
         refreshContext()
-        if options.trackLifecycleEvents { installOrUpdateEvent() }
+        if options.trackLifecycleEvents { queue.async { self.installOrUpdateEvent() } }
         options.reachability?.start { [weak self] online in
             self?.tributary?.setNetworkAvailable(online)
             self?.refreshContext()
@@ -132,8 +140,13 @@ final class PlatformHooks: @unchecked Sendable {
     }
 
     func foreground() {
+        // The session first, on the caller's thread: events tracked right after belong to it.
+        tributary?.appForegrounded()
+        queue.async { self.foregroundWork() }
+    }
+
+    private func foregroundWork() {
         guard let tributary else { return }
-        tributary.appForegrounded()
         refreshContext()
         options.uploadScheduler?.cancel()
         let again = lock.withLock { () -> Bool in
@@ -147,6 +160,10 @@ final class PlatformHooks: @unchecked Sendable {
 
     /// Records, then flushes inside `work` on a utility queue, ending it exactly once.
     func background(_ work: BackgroundWork) {
+        queue.async { self.backgroundWork(work) }
+    }
+
+    private func backgroundWork(_ work: BackgroundWork) {
         guard let tributary else { work.end(); return }
         if options.trackLifecycleEvents { tributary.track("Application Backgrounded") }
         tributary.appBackgrounded()

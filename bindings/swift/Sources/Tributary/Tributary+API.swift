@@ -106,29 +106,77 @@ public final class Tributary: Sendable {
     ///
     /// An event the core refuses (larger than `maxEventBytes`, or recorded after
     /// ``shutdown(timeout:)``) is dropped, logged and counted in ``stats``.
-    public func track(_ name: String, properties: [String: Any] = [:]) {
-        record("track") { try client.track(name: name, propertiesJson: JSONProperties.encode(properties)) }
+    ///
+    /// The per-call options, all optional: `timestamp` for an event that happened
+    /// earlier than it is recorded, `context` keys that replace the event's own
+    /// top-level `context` keys, and `integrations` (e.g. `["All": false, "Mixpanel": true]`).
+    public func track(
+        _ name: String, properties: [String: Any] = [:],
+        timestamp: Date? = nil, context: [String: Any]? = nil, integrations: [String: Any]? = nil
+    ) {
+        let options = Self.options(timestamp, context, integrations)
+        record("track") {
+            try client.trackWithOptions(name: name, propertiesJson: JSONProperties.encode(properties), options: options)
+        }
     }
 
-    /// Records an `identify` event and remembers `userId` for later events. Never throws.
-    public func identify(_ userId: String, traits: [String: Any] = [:]) {
-        record("identify") { try client.identify(userId: userId, traitsJson: JSONProperties.encode(traits)) }
+    /// Records an `identify` event and remembers `userId` for later events; `traits` are
+    /// merged into the stored traits (persisted, sent in every event's `context.traits`).
+    /// Never throws. Options as in `track`.
+    public func identify(
+        _ userId: String, traits: [String: Any] = [:],
+        timestamp: Date? = nil, context: [String: Any]? = nil, integrations: [String: Any]? = nil
+    ) {
+        let options = Self.options(timestamp, context, integrations)
+        record("identify") {
+            try client.identifyWithOptions(userId: userId, traitsJson: JSONProperties.encode(traits), options: options)
+        }
     }
 
-    /// Records a `screen` event. Never throws.
-    public func screen(_ name: String, properties: [String: Any] = [:]) {
-        record("screen") { try client.screen(name: name, propertiesJson: JSONProperties.encode(properties)) }
+    /// Records a `screen` event. Never throws. Options as in `track`.
+    public func screen(
+        _ name: String, properties: [String: Any] = [:],
+        timestamp: Date? = nil, context: [String: Any]? = nil, integrations: [String: Any]? = nil
+    ) {
+        let options = Self.options(timestamp, context, integrations)
+        record("screen") {
+            try client.screenWithOptions(name: name, propertiesJson: JSONProperties.encode(properties), options: options)
+        }
     }
 
-    /// Records a `page` event (web views, hybrid apps; native screens use ``screen(_:properties:)``).
-    /// Never throws.
-    public func page(_ name: String, properties: [String: Any] = [:]) {
-        record("page") { try client.page(name: name, propertiesJson: JSONProperties.encode(properties)) }
+    /// Records a `page` event (web views, hybrid apps; native screens use `screen`).
+    /// Never throws. Options as in `track`.
+    public func page(
+        _ name: String, properties: [String: Any] = [:],
+        timestamp: Date? = nil, context: [String: Any]? = nil, integrations: [String: Any]? = nil
+    ) {
+        let options = Self.options(timestamp, context, integrations)
+        record("page") {
+            try client.pageWithOptions(name: name, propertiesJson: JSONProperties.encode(properties), options: options)
+        }
     }
 
-    /// Records a `group` event. Never throws.
-    public func group(_ groupId: String, traits: [String: Any] = [:]) {
-        record("group") { try client.group(groupId: groupId, traitsJson: JSONProperties.encode(traits)) }
+    /// Records a `group` event. Never throws. Options as in `track`.
+    public func group(
+        _ groupId: String, traits: [String: Any] = [:],
+        timestamp: Date? = nil, context: [String: Any]? = nil, integrations: [String: Any]? = nil
+    ) {
+        let options = Self.options(timestamp, context, integrations)
+        record("group") {
+            try client.groupWithOptions(groupId: groupId, traitsJson: JSONProperties.encode(traits), options: options)
+        }
+    }
+
+    /// The core's per-call options from Swift values.
+    static func options(_ timestamp: Date?, _ context: [String: Any]?, _ integrations: [String: Any]?) -> EventOptions {
+        EventOptions(
+            timestampMs: timestamp.flatMap { date in
+                let ms = (date.timeIntervalSince1970 * 1000).rounded()
+                return ms.isFinite && abs(ms) < 9.0e15 ? Int64(ms) : nil
+            },
+            contextJson: context.map(JSONProperties.encode),
+            integrationsJson: integrations.map(JSONProperties.encode)
+        )
     }
 
     /// Records an `alias` event from the current id to `newId`, which becomes the user id.

@@ -76,12 +76,14 @@ private func options(storage: URL, version: String = "1.0") -> TributaryOptions 
         defer { tributary.shutdown(timeout: 0) }
         #expect(Tributary.shared === tributary)
         lifecycle.foreground()
+        tributary.hooks.withLock { $0 }?.awaitIdle()
         tributary.track("Viewed")
         reachability.set(false)
         #expect(tributary.flushBlocking(timeout: 2) == .offline(pending: 3))
         #expect(server.requests.isEmpty)
         reachability.set(true)
         let work = lifecycle.background()
+        tributary.hooks.withLock { $0 }?.awaitIdle()
         #expect(scheduler.scheduled.current == 1)
         // The flush inside the background task delivers, then ends the task once.
         #expect(server.waitUntil(timeout: 10) { work.isEnded })
@@ -95,6 +97,7 @@ private func options(storage: URL, version: String = "1.0") -> TributaryOptions 
         #expect(viewed[path: "context", "screen", "width"] as? Int == 393)
         #expect(viewed[path: "context", "locale"] as? String == "fr-FR")
         lifecycle.foreground()
+        tributary.hooks.withLock { $0 }?.awaitIdle()
         #expect(scheduler.cancelled.current == 2)
     }
 
@@ -114,6 +117,7 @@ private func options(storage: URL, version: String = "1.0") -> TributaryOptions 
         func run(_ version: String) throws -> [String] {
             let before = server.events.count
             let t = try Tributary.setup(writeKey: "k", endpoint: server.endpoint, options: options(storage: storage, version: version))
+            t.hooks.withLock { $0 }?.awaitIdle()
             #expect(t.flushBlocking(timeout: 10) == .delivered)
             t.shutdown(timeout: 0)
             return server.events.dropFirst(before).compactMap { $0["event"] as? String }

@@ -116,9 +116,15 @@ private func plainRequest(_ url: String) -> HttpRequest {
         tributary.appBackgrounded()
         tributary.appForegrounded()
         tributary.track("A", properties: ["x": 1])
+        tributary.page("Pricing", timestamp: Date(timeIntervalSince1970: 1_700_000_000.123),
+                       context: ["ip": "0.0.0.0"], integrations: ["All": false])
         #expect(tributary.flushBlocking(timeout: 20) == .delivered)
         let events = server.events
-        #expect(events.count == 2)
+        #expect(events.count == 3)
+        #expect(events[2]["type"] as? String == "page")
+        #expect(events[2]["timestamp"] as? String == "2023-11-14T22:13:20.123Z")
+        #expect(events[2][path: "context", "ip"] as? String == "0.0.0.0")
+        #expect(events[2][path: "integrations", "All"] as? Bool == false)
         #expect(events[1][path: "properties", "plan"] as? String == "pro")
         #expect(events[1][path: "properties", "build"] == nil)
         #expect(events[1][path: "context", "traits", "email"] as? String == "a@example.com")

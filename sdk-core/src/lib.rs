@@ -2,7 +2,7 @@
 //! delivers each one exactly once to a Segment-compatible `/v1/batch` endpoint.
 //!
 //! The whole exported surface is UniFFI-compatible (records, enums, one object,
-//! two errors and two foreign traits: `Logger` and `Transport`), so the Kotlin and Swift packages are thin
+//! two errors and two foreign traits: `TributaryLogger` and `TributaryTransport`), so the Kotlin and Swift packages are thin
 //! layers over the same behaviour.
 //!
 //! # How it works
@@ -68,8 +68,12 @@ mod writer;
 pub use client::Client;
 pub use config::Config;
 pub use error::TributaryError;
-pub use logger::{LogLevel, Logger};
-pub use transport::{HttpHeader, HttpRequest, HttpResponse, Transport, TransportError};
+/// The logger trait under its short name, for Rust callers.
+pub use logger::TributaryLogger as Logger;
+pub use logger::{LogLevel, TributaryLogger};
+/// The transport trait under its short name, for Rust callers.
+pub use transport::TributaryTransport as Transport;
+pub use transport::{HttpHeader, HttpRequest, HttpResponse, TransportError, TributaryTransport};
 pub use types::{DeviceContext, EventOptions, FlushResult, Stats};
 
 /// A clock in milliseconds since the Unix epoch (see [`Client::set_clock`]).

@@ -5,7 +5,7 @@
 //! body) and classifies every answer itself (module `upload`, with
 //! `tributary-protocol`'s `classify`), so batching, idempotency, gzip,
 //! classification and backoff are the same on every platform. A
-//! [`Transport`] only sends the request it is given and reports what came
+//! [`TributaryTransport`] only sends the request it is given and reports what came
 //! back: the status, the headers and the body, or a [`TransportError`] when
 //! no complete answer arrived (no route, a refused or cut connection, a
 //! timeout, an unreadable body).
@@ -104,8 +104,11 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for TransportError {
 /// blocking in `send` is expected; it must return within the request's
 /// `timeout_ms` (plus a little) so that `flush_blocking` and `shutdown` keep
 /// their time bounds.
+///
+/// Named `TributaryTransport` so that the foreign type collides with no app's own
+/// `Transport`; Rust code may use the alias [`crate::Transport`].
 #[uniffi::export(with_foreign)]
-pub trait Transport: Send + Sync {
+pub trait TributaryTransport: Send + Sync {
     /// Sends `request` and returns the server's answer, or why there is none.
     fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
 }
@@ -113,7 +116,7 @@ pub trait Transport: Send + Sync {
 /// Calls the transport, turning a panic (a Rust transport's, or a foreign
 /// one surfacing as one) into a failed attempt.
 pub(crate) fn send_guarded(
-    transport: &Arc<dyn Transport>,
+    transport: &Arc<dyn TributaryTransport>,
     request: HttpRequest,
 ) -> Result<HttpResponse, TransportError> {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| transport.send(request)));
@@ -143,7 +146,7 @@ pub(crate) fn send_guarded(
 #[cfg(feature = "ureq-transport")]
 pub(crate) fn built_in(
     config: &crate::Config,
-) -> Result<Arc<dyn Transport>, crate::TributaryError> {
+) -> Result<Arc<dyn TributaryTransport>, crate::TributaryError> {
     Ok(Arc::new(ureq::UreqTransport::new(config)))
 }
 
@@ -151,7 +154,7 @@ pub(crate) fn built_in(
 #[cfg(not(feature = "ureq-transport"))]
 pub(crate) fn built_in(
     _config: &crate::Config,
-) -> Result<Arc<dyn Transport>, crate::TributaryError> {
+) -> Result<Arc<dyn TributaryTransport>, crate::TributaryError> {
     Err(crate::TributaryError::InvalidConfig {
         field: "transport".into(),
         reason: "this build of the library has no built-in HTTP transport (cargo feature \

@@ -21,8 +21,9 @@ use base64::Engine;
 use flate2::{Compression, write::GzEncoder};
 
 use crate::Config;
+use crate::Transport;
 use crate::retry::parse_retry_after;
-use crate::transport::{HttpHeader, HttpRequest, HttpResponse, Transport, send_guarded};
+use crate::transport::{HttpHeader, HttpRequest, HttpResponse, send_guarded};
 
 /// Most bytes of a response body we read (for the rejection list).
 const MAX_RESPONSE_BYTES: usize = 1 << 20;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{HttpHeader, HttpRequest, HttpResponse, Transport, TransportError};
+use super::{HttpHeader, HttpRequest, HttpResponse, TransportError, TributaryTransport};
 use crate::Config;
 
 /// Most bytes of a response body read (the core reads no more).
@@ -34,7 +34,7 @@ impl UreqTransport {
     }
 }
 
-impl Transport for UreqTransport {
+impl TributaryTransport for UreqTransport {
     fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
         let failed = |e: ::ureq::Error| TransportError::Failed {
             reason: format!("request to {} failed: {e}", request.url),

@@ -75,9 +75,9 @@ public struct TributaryOptions: Sendable {
     /// How long the background flush may take before the task ends (seconds).
     public var backgroundFlushTimeout: TimeInterval = 20
     /// Receives the core's log; `nil` for silence.
-    public var logger: (any Logger)? = SystemLogger()
+    public var logger: (any TributaryLogger)? = SystemLogger()
     /// Sends the uploads; ``URLSessionTransport`` by default.
-    public var transport: any Transport = URLSessionTransport()
+    public var transport: any TributaryTransport = URLSessionTransport()
     /// The hooks; `nil` fields use the platform's own (none on Linux).
     public var reachability: (any TributaryReachability)?
     /// See ``TributaryLifecycle``.

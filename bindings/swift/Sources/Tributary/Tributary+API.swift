@@ -23,7 +23,7 @@ public final class Tributary: Sendable {
     /// Rust object behind it is `Send + Sync`.
     private let client: Client
     /// The logger given to ``init(config:logger:)``, for errors this layer itself reports.
-    private let logger: (any Logger)?
+    private let logger: (any TributaryLogger)?
     /// The hooks ``setup(writeKey:endpoint:options:)`` registered, stopped by ``shutdown(timeout:)``.
     let hooks = LockedValue<PlatformHooks?>(nil)
 
@@ -47,9 +47,9 @@ public final class Tributary: Sendable {
     ///   - transport: sends the core's requests; ``URLSessionTransport`` by default. The
     ///     core builds each request and classifies each answer; the transport only moves bytes.
     public init(
-        config: Config,
-        logger: (any Logger)? = SystemLogger(),
-        transport: any Transport = URLSessionTransport()
+        config: TributaryConfig,
+        logger: (any TributaryLogger)? = SystemLogger(),
+        transport: any TributaryTransport = URLSessionTransport()
     ) throws {
         client = try Client.withTransport(config: config, logger: logger, transport: transport)
         self.logger = logger
@@ -62,7 +62,7 @@ public final class Tributary: Sendable {
         endpoint: String,
         writeKey: String,
         storageDirectory: URL,
-        logger: (any Logger)? = SystemLogger()
+        logger: (any TributaryLogger)? = SystemLogger()
     ) throws {
         try self.init(
             config: Self.configuration(endpoint: endpoint, writeKey: writeKey, storageDirectory: storageDirectory),
@@ -72,8 +72,8 @@ public final class Tributary: Sendable {
 
     /// A configuration with the core's defaults that reports this Swift library's name
     /// and version. Change fields (for example `flushAt`) before passing it to ``init(config:logger:)``.
-    public static func configuration(endpoint: String, writeKey: String, storageDirectory: URL) -> Config {
-        Config(
+    public static func configuration(endpoint: String, writeKey: String, storageDirectory: URL) -> TributaryConfig {
+        TributaryConfig(
             endpoint: endpoint,
             writeKey: writeKey,
             storageDir: storageDirectory.path,

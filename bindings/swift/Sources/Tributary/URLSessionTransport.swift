@@ -12,12 +12,12 @@ import FoundationNetworking
 /// - Redirects are never followed: the 30x goes back to the core, which retries with
 ///   backoff and logs it.
 /// - No answer (no route, refused or cut connection, TLS failure, timeout) is a
-///   `TransportError`, which the core retries with backoff. Nothing here throws into
+///   `TributaryTransportError`, which the core retries with backoff. Nothing here throws into
 ///   the app: the core calls it on its upload thread.
 ///
 /// The core calls ``send(request:)`` on its own upload thread, one request at a time,
 /// and waits for the answer; it returns within the request's timeout.
-public final class URLSessionTransport: Transport, @unchecked Sendable {
+public final class URLSessionTransport: TributaryTransport, @unchecked Sendable {
     private let session: URLSession
 
     /// A transport over a session made from `configuration` (ephemeral by default: no
@@ -29,9 +29,9 @@ public final class URLSessionTransport: Transport, @unchecked Sendable {
     deinit { session.invalidateAndCancel() }
 
     /// Sends `request` as given and reports the status, headers and body.
-    public func send(request: HttpRequest) throws -> HttpResponse {
+    public func send(request: TributaryHttpRequest) throws -> TributaryHttpResponse {
         guard let url = URL(string: request.url) else {
-            throw TransportError.Failed(reason: "not a URL: \(request.url)")
+            throw TributaryTransportError.Failed(reason: "not a URL: \(request.url)")
         }
         var urlRequest = URLRequest(url: url)
         urlRequest.httpMethod = request.method
@@ -50,7 +50,7 @@ public final class URLSessionTransport: Transport, @unchecked Sendable {
         let bound = DispatchTime.now() + .milliseconds(Int(min(request.timeoutMs, 86_400_000)) + 5_000)
         guard outcome.done.wait(timeout: bound) == .success else {
             task.cancel()
-            throw TransportError.Failed(reason: "request to \(request.url) did not complete in time")
+            throw TributaryTransportError.Failed(reason: "request to \(request.url) did not complete in time")
         }
         return try outcome.result(url: request.url)
     }
@@ -70,21 +70,21 @@ public final class URLSessionTransport: Transport, @unchecked Sendable {
         }
 
         /// Read after `done` was signalled, which orders it after `finish`.
-        func result(url: String) throws -> HttpResponse {
+        func result(url: String) throws -> TributaryHttpResponse {
             if let error {
-                throw TransportError.Failed(reason: "request to \(url) failed: \(error.localizedDescription)")
+                throw TributaryTransportError.Failed(reason: "request to \(url) failed: \(error.localizedDescription)")
             }
             guard let http = response as? HTTPURLResponse else {
-                throw TransportError.Failed(reason: "request to \(url) got no HTTP answer")
+                throw TributaryTransportError.Failed(reason: "request to \(url) got no HTTP answer")
             }
             guard (100...599).contains(http.statusCode) else {
-                throw TransportError.Failed(reason: "request to \(url) got status \(http.statusCode)")
+                throw TributaryTransportError.Failed(reason: "request to \(url) got status \(http.statusCode)")
             }
-            var headers: [HttpHeader] = []
+            var headers: [TributaryHttpHeader] = []
             for (name, value) in http.allHeaderFields {
-                headers.append(HttpHeader(name: "\(name)", value: "\(value)"))
+                headers.append(TributaryHttpHeader(name: "\(name)", value: "\(value)"))
             }
-            return HttpResponse(status: UInt16(http.statusCode), headers: headers, body: data ?? Data())
+            return TributaryHttpResponse(status: UInt16(http.statusCode), headers: headers, body: data ?? Data())
         }
     }
 

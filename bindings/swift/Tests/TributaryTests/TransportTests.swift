@@ -6,20 +6,20 @@ import FoundationNetworking
 @testable import Tributary
 
 /// Records what the core handed to the transport, then sends it with URLSession.
-final class RecordingTransport: Transport, @unchecked Sendable {
+final class RecordingTransport: TributaryTransport, @unchecked Sendable {
     let inner = URLSessionTransport()
-    let sent = Locked<[HttpRequest]>([])
-    func send(request: HttpRequest) throws -> HttpResponse {
+    let sent = Locked<[TributaryHttpRequest]>([])
+    func send(request: TributaryHttpRequest) throws -> TributaryHttpResponse {
         sent.withLock { $0.append(request) }
         return try inner.send(request: request)
     }
 }
 
-private func plainRequest(_ url: String) -> HttpRequest {
-    HttpRequest(
+private func plainRequest(_ url: String) -> TributaryHttpRequest {
+    TributaryHttpRequest(
         method: "POST", url: url,
-        headers: [HttpHeader(name: "Content-Type", value: "application/json"),
-                  HttpHeader(name: "Idempotency-Key", value: "key-1")],
+        headers: [TributaryHttpHeader(name: "Content-Type", value: "application/json"),
+                  TributaryHttpHeader(name: "Idempotency-Key", value: "key-1")],
         body: Data("{\"batch\":[]}".utf8), connectTimeoutMs: 2_000, timeoutMs: 5_000
     )
 }
@@ -71,12 +71,12 @@ private func plainRequest(_ url: String) -> HttpRequest {
     @Test func aCutConnectionOrAClosedPortIsATransportError() throws {
         let server = try TestServer()
         server.respond { _ in .cutConnection }
-        #expect(throws: TransportError.self) {
+        #expect(throws: TributaryTransportError.self) {
             try URLSessionTransport().send(request: plainRequest("\(server.endpoint)/v1/batch"))
         }
         let closed = server.endpoint
         server.stop()
-        #expect(throws: TransportError.self) {
+        #expect(throws: TributaryTransportError.self) {
             try URLSessionTransport().send(request: plainRequest("\(closed)/v1/batch"))
         }
     }

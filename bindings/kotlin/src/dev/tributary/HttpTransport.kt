@@ -28,7 +28,7 @@ import java.net.URL
  */
 class HttpTransport @JvmOverloads constructor(
     private val openConnection: (URL) -> HttpURLConnection = { it.openConnection() as HttpURLConnection },
-) : dev.tributary.ffi.Transport {
+) : dev.tributary.ffi.TributaryTransport {
 
     override fun send(request: HttpRequest): HttpResponse {
         val connection = try {

@@ -91,7 +91,7 @@ typealias TributaryException = dev.tributary.ffi.TributaryException
 class Tributary @JvmOverloads constructor(
     config: TributaryConfig,
     private val logger: Logger? = Logger.platform(),
-    transport: dev.tributary.ffi.Transport = HttpTransport(),
+    transport: dev.tributary.ffi.TributaryTransport = HttpTransport(),
 ) : AutoCloseable {
     // The core builds each request and classifies each answer; the transport
     // (HttpURLConnection by default) only moves the bytes.

@@ -41,9 +41,12 @@ build_libs() {
   for abi in "${abis[@]}"; do targets+=(-t "$abi"); done
   # cargo-ndk strips the libraries it copies into -o; the binding is generated from an
   # unstripped host build (the UniFFI metadata is the same on every target).
-  cargo ndk --platform 23 "${targets[@]}" -o "$out/jniLibs" build --release -p sdk-core --lib
+  # As shipped: no ureq/rustls (the Kotlin layer sends with HttpURLConnection), trimmed SQLite.
+  # shellcheck source=scripts/mobile-build-env.sh
+  source scripts/mobile-build-env.sh
+  cargo ndk --platform 23 "${targets[@]}" -o "$out/jniLibs" build --release -p sdk-core --lib "${MOBILE_CARGO_FEATURES[@]}"
   scripts/gen-kotlin.sh "$out/kotlin" release >/dev/null
-  cp -R bindings/kotlin/src/. "$out/kotlin/"
+  cp -R bindings/kotlin/src/. bindings/kotlin/android/. "$out/kotlin/"
   echo "native libraries:"
   for abi in "${abis[@]}"; do
     ls -l "$out/jniLibs/$abi/libtributary.so" | awk -v abi="$abi" '{printf "  %-12s %8.0f KiB\n", abi, $5 / 1024}'

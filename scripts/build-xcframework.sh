@@ -40,9 +40,12 @@ for target in "${TARGETS[@]}"; do
 done
 
 cd "$REPO"
+# As shipped: no ureq/rustls (the Swift layer sends with URLSession), trimmed SQLite.
+# shellcheck source=scripts/mobile-build-env.sh
+source scripts/mobile-build-env.sh
 for target in "${TARGETS[@]}"; do
-  echo "== cargo build --profile $PROFILE --target $target"
-  cargo build -p sdk-core --lib --profile "$PROFILE" --target "$target"
+  echo "== cargo build --profile $PROFILE --target $target ${MOBILE_CARGO_FEATURES[*]}"
+  cargo build -p sdk-core --lib --profile "$PROFILE" --target "$target" "${MOBILE_CARGO_FEATURES[@]}"
 done
 lib() { echo "$CARGO_TARGET_DIR/$1/$PROFILE/libtributary.$2"; }
 

@@ -3,7 +3,7 @@
 #
 #   scripts/gen-kotlin.sh OUT_DIR [debug|release]
 #
-# Builds sdk-core (cdylib libtributary.so) and the workspace's uniffi-bindgen, then runs
+# Builds sdk-core (cdylib libtributary.so, as shipped: scripts/mobile-build-env.sh) and the workspace's uniffi-bindgen, then runs
 # `uniffi-bindgen generate <lib> --language kotlin` in library mode. Library mode reads the
 # UniFFI metadata from the UNSTRIPPED library, so generate first and strip only the copy
 # you ship. The output is not committed: each build and test run regenerates it, so the
@@ -17,7 +17,11 @@ cd "$repo"
 
 profile_flag=()
 [ "$profile" = release ] && profile_flag=(--release)
-cargo build --quiet -p sdk-core --lib "${profile_flag[@]}"
+# Built as the mobile library is (no ureq/rustls; the Kotlin layer sends through its
+# HttpURLConnection Transport), so the JVM tests exercise what ships.
+# shellcheck source=scripts/mobile-build-env.sh
+source scripts/mobile-build-env.sh
+cargo build --quiet -p sdk-core --lib "${profile_flag[@]}" "${MOBILE_CARGO_FEATURES[@]}"
 cargo build --quiet -p uniffi-bindgen --bin uniffi-bindgen
 lib="$target/$profile/libtributary.so"
 [ -f "$lib" ] || { echo "gen-kotlin: $lib was not built" >&2; exit 1; }

@@ -5,7 +5,8 @@
 # so this proves the sample and the binding layer compile for minSdk 23:
 #   1. the generated binding (dev.tributary.ffi) is compiled against the JDK: it names
 #      java.lang.ref.Cleaner, which it only loads when present (API 33+);
-#   2. bindings/kotlin/src and the sample are compiled with -no-jdk against android.jar
+#   2. bindings/kotlin/src, the Android-only bindings/kotlin/android (connectivity,
+#      lifecycle, JobScheduler, context) and the sample are compiled with -no-jdk against android.jar
 #      alone, so any JDK or Android API newer than 23 fails the command;
 #   3. the classes the manifest names must exist, and the manifest must be well-formed XML.
 # Needs scripts/setup-kotlin.sh and scripts/setup-android.sh first.
@@ -40,13 +41,13 @@ if [ ! -f "$ffi_jar" ] || [ "$(cat "$ffi_jar.stamp" 2>/dev/null)" != "$ffi_stamp
 fi
 
 sample_jar="$build/android-sample.jar"
-sample_stamp=$( (echo "$ffi_stamp"; hash_of bindings/kotlin/src "$sample") | sha256sum | cut -d' ' -f1)
+sample_stamp=$( (echo "$ffi_stamp"; hash_of bindings/kotlin/src bindings/kotlin/android "$sample") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$sample_jar" ] || [ "$(cat "$sample_jar.stamp" 2>/dev/null)" != "$sample_stamp" ]; then
   rm -f "$sample_jar" "$sample_jar.stamp"
-  echo "kotlinc -no-jdk against android.jar (API 23): bindings/kotlin/src + $sample/kotlin"
+  echo "kotlinc -no-jdk against android.jar (API 23): bindings/kotlin/src + bindings/kotlin/android + $sample/kotlin"
   "$kotlinc" -no-jdk -jvm-target 1.8 -Werror \
     -cp "$android_jar:$ffi_jar:$jna" \
-    bindings/kotlin/src "$sample/kotlin" -d "$sample_jar"
+    bindings/kotlin/src bindings/kotlin/android "$sample/kotlin" -d "$sample_jar"
   echo "$sample_stamp" >"$sample_jar.stamp"
 fi
 
@@ -58,7 +59,7 @@ root = ET.parse(manifest).getroot()
 package = "dev.tributary.sample"  # the namespace in app/build.gradle.kts
 classes = set(zipfile.ZipFile(jar).namelist())
 app = root.find("application")
-named = [app.get(ns + "name")] + [a.get(ns + "name") for a in app.findall("activity")]
+named = [app.get(ns + "name")] + [a.get(ns + "name") for a in app.findall("activity") + app.findall("service")]
 missing = []
 for name in named:
     full = package + name if name.startswith(".") else name

@@ -2,8 +2,11 @@
 # Kotlin bindings on the JVM: builds sdk-core's cdylib (debug), generates the Kotlin binding
 # from it (scripts/gen-kotlin.sh; never committed, so never stale), compiles the generated
 # code + bindings/kotlin/src + bindings/kotlin/tests with kotlinc, and runs the tests with
-# JNA against the real library. Exits non-zero on any failure; the last line is
+# JNA against the real library, then compiles bindings/kotlin/tests-java with javac and
+# runs it (the library as Java code sees it). Exits non-zero on any failure; the last
+# lines are
 #   kotlin: N passed, M failed
+#   java: all passed
 # Needs scripts/setup-kotlin.sh first. Extra arguments select tests by name substring.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -33,6 +36,18 @@ if [ ! -f "$jar" ] || [ "$(cat "$jar.stamp" 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" >"$jar.stamp"
 fi
 
-exec java -Djna.library.path="$(dirname "$lib")" -Djna.nosys=false \
-  -cp "$jar:$jna:$kotlin_home/lib/kotlin-stdlib.jar:$kotlin_home/lib/kotlin-test.jar" \
-  dev.tributary.tests.MainKt "$@"
+runtime_cp="$jar:$jna:$kotlin_home/lib/kotlin-stdlib.jar:$kotlin_home/lib/kotlin-test.jar"
+java -Djna.library.path="$(dirname "$lib")" -Djna.nosys=false \
+  -cp "$runtime_cp" dev.tributary.tests.MainKt "$@"
+
+# The Java API test: compiled with javac against the compiled library, then run.
+if [ "$#" -eq 0 ]; then
+  java_out="$build/java-tests"
+  rm -rf "$java_out"
+  mkdir -p "$java_out"
+  echo "javac: bindings/kotlin/tests-java"
+  javac -Werror -Xlint:all,-processing -d "$java_out" -cp "$runtime_cp" \
+    $(find bindings/kotlin/tests-java -name '*.java' | LC_ALL=C sort)
+  java -Djna.library.path="$(dirname "$lib")" -Djna.nosys=false \
+    -cp "$java_out:$runtime_cp" dev.tributary.javatests.JavaApiTest
+fi

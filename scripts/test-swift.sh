@@ -32,8 +32,16 @@ start=$SECONDS
 # TRIBUTARY_SWIFT_SKIP_CARGO=1 reuses the library already built in $CARGO_TARGET_DIR
 # (for iterating on Swift code only; CI always rebuilds).
 if [ "${TRIBUTARY_SWIFT_SKIP_CARGO:-0}" != 1 ]; then
-  log "cargo build -p sdk-core -p uniffi-bindgen (debug)"
-  (cd "$REPO" && cargo build -p sdk-core -p uniffi-bindgen --lib --bins)
+  # sdk-core as shipped (scripts/mobile-build-env.sh: no ureq/rustls, trimmed SQLite):
+  # the Swift layer sends through its URLSession Transport, which the tests exercise.
+  log "cargo build -p sdk-core (debug, as shipped) -p uniffi-bindgen"
+  (
+    cd "$REPO"
+    # shellcheck source=scripts/mobile-build-env.sh
+    source scripts/mobile-build-env.sh
+    cargo build -p sdk-core --lib "${MOBILE_CARGO_FEATURES[@]}"
+    cargo build -p uniffi-bindgen --bins
+  )
 fi
 LIB="$LIB_DIR/libtributary.so"
 BINDGEN="$CARGO_TARGET_DIR/debug/uniffi-bindgen-swift"

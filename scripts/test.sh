@@ -47,6 +47,8 @@ stage "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D wa
 # browser and MQTT tests: setup-apt.sh installs chromium and mosquitto,
 # setup-web.sh the npm packages.
 stage "cargo test (sdk-core, ingest-server, end-to-end)" env TRIBUTARY_REQUIRE_S3=1 TRIBUTARY_REQUIRE_BROWSER=1 TRIBUTARY_REQUIRE_MQTT=1 cargo test --workspace --no-fail-fast
+stage "sdk-core as the mobile library is built (no ureq, trimmed SQLite)" scripts/test-sdk-mobile.sh
+stage "mobile library size (stripped release-small x86_64 <= 2 MB)" scripts/bench-sdk-size.sh
 stage "kotlin bindings on the JVM" scripts/test-kotlin.sh
 stage "android-sample compiles against android.jar" scripts/test-android-sample.sh
 

@@ -49,6 +49,7 @@ android {
         java.srcDirs(
             "src/main/kotlin",
             File(repoRoot, "bindings/kotlin/src"),
+            File(repoRoot, "bindings/kotlin/android"),
             generatedKotlin.get().asFile,
         )
         jniLibs.srcDirs(rustJniLibs.get().asFile)
@@ -71,10 +72,13 @@ val cargoNdkBuild by tasks.registering(Exec::class) {
     workingDir = repoRoot
     val args = mutableListOf("cargo", "ndk", "--platform", "23", "-o", rustJniLibs.get().asFile.path)
     rustAbis.forEach { args += listOf("-t", it) }
-    args += listOf("build", "-p", "sdk-core", "--lib")
+    // As shipped: no ureq/rustls (the Kotlin layer sends with HttpURLConnection), and
+    // SQLite without the extensions the SDK does not use (scripts/mobile-build-env.sh).
+    args += listOf("build", "-p", "sdk-core", "--lib", "--no-default-features")
     if (rustProfile == "release") args += "--release"
-    commandLine(args)
+    commandLine(listOf("bash", "-c", "source scripts/mobile-build-env.sh && exec \"\$@\"", "cargo-ndk") + args)
     inputs.dir(File(repoRoot, "sdk-core/src"))
+    inputs.file(File(repoRoot, "scripts/mobile-build-env.sh"))
     inputs.file(File(repoRoot, "sdk-core/Cargo.toml"))
     inputs.file(File(repoRoot, "Cargo.lock"))
     outputs.dir(rustJniLibs)

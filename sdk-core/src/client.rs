@@ -24,12 +24,15 @@ use std::time::{Duration, Instant};
 
 use crate::event::{self, Fields, Identity, Kind};
 use crate::logger::Log;
+use crate::profile::{Change, Held};
 use crate::shared::{Counters, Shared, Signals, lock};
 use crate::state::{Reservation, StateFile};
 use crate::store::Store;
 use crate::supervise::supervise;
 use crate::writer::{self, Msg, STOP_GIVE_UP};
-use crate::{Config, DeviceContext, FlushResult, Logger, Stats, TributaryError};
+use crate::{
+    Config, DeviceContext, EventOptions, FlushResult, Logger, Stats, Transport, TributaryError,
+};
 
 /// How long `flush_blocking` and `shutdown` wait for earlier events to become
 /// durable when their own timeout is shorter: a group commit takes
@@ -40,6 +43,31 @@ pub const DURABLE_GRACE: Duration = Duration::from_secs(1);
 /// How long stopping waits for the writer beyond its own give-up time
 /// ([`STOP_GIVE_UP`]), for a commit already in progress to return.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// `EventOptions`, validated.
+#[derive(Debug, Default)]
+struct Resolved {
+    timestamp: Option<std::time::SystemTime>,
+    context: Option<String>,
+    integrations: Option<String>,
+}
+
+impl Resolved {
+    fn from(options: &EventOptions) -> Result<Self, TributaryError> {
+        let object = |argument: &str, json: &Option<String>| {
+            json.as_deref()
+                .map(|j| event::validate_object(argument, j).map(str::to_string))
+                .transpose()
+        };
+        Ok(Self {
+            timestamp: options
+                .timestamp_ms
+                .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
+            context: object("context", &options.context_json)?,
+            integrations: object("integrations", &options.integrations_json)?,
+        })
+    }
+}
 
 /// A Tributary client bound to one storage directory.
 ///
@@ -63,13 +91,32 @@ impl Client {
     /// reads the old database's identity, once). The database is opened,
     /// checked and migrated on the writer thread; events recorded meanwhile
     /// wait in memory (see [`Client::await_ready`]).
+    ///
+    /// Requests go through the built-in ureq transport (cargo feature
+    /// `ureq-transport`, on by default). A build without it returns
+    /// `InvalidConfig { field: "transport" }`: use [`Client::with_transport`].
     #[uniffi::constructor]
     pub fn new(
         config: Config,
         logger: Option<Arc<dyn Logger>>,
     ) -> Result<Arc<Self>, TributaryError> {
         config.validate()?;
-        Self::open(config, Log::new(logger)).map(Arc::new)
+        let transport = crate::transport::built_in(&config)?;
+        Self::open(config, Log::new(logger), transport).map(Arc::new)
+    }
+
+    /// Starts a client like [`Client::new`], whose requests go through
+    /// `transport`: the platform's HTTP stack (`HttpURLConnection`,
+    /// `URLSession`), so the app's proxy, trusted CAs and pinning apply.
+    /// The core still builds each request and classifies each answer.
+    #[uniffi::constructor]
+    pub fn with_transport(
+        config: Config,
+        logger: Option<Arc<dyn Logger>>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Self>, TributaryError> {
+        config.validate()?;
+        Self::open(config, Log::new(logger), transport).map(Arc::new)
     }
 
     /// Waits up to `timeout_ms` for the queue database to be open, and says
@@ -81,14 +128,29 @@ impl Client {
             .wait_until(Duration::from_millis(timeout_ms), |s| s.ready)
     }
 
-    /// Records a `track` event. `properties_json` must be a JSON object (or empty for none).
+    /// Records a `track` event. `properties_json` must be a JSON object (or
+    /// empty for none); the super-properties are merged into it.
     pub fn track(&self, name: String, properties_json: String) -> Result<(), TributaryError> {
         self.record_track(&name, &properties_json)
     }
 
     /// Records an `identify` event and remembers `user_id` for later events.
+    ///
+    /// `traits_json` is merged into the stored traits (persisted, sent with
+    /// every later event in `context.traits`); the event carries the merged set.
     pub fn identify(&self, user_id: String, traits_json: String) -> Result<(), TributaryError> {
+        self.identify_with_options(user_id, traits_json, EventOptions::default())
+    }
+
+    /// [`Client::identify`] with per-call options.
+    pub fn identify_with_options(
+        &self,
+        user_id: String,
+        traits_json: String,
+        options: EventOptions,
+    ) -> Result<(), TributaryError> {
         let traits = event::validate_object("traits", &traits_json)?;
+        let options = Resolved::from(&options)?;
         let current = self.shared.identity();
         let identity = Identity {
             anonymous_id: current.anonymous_id.clone(),
@@ -100,43 +162,119 @@ impl Client {
             payload: Some(traits),
             previous_id: None,
         };
-        self.record(&fields, Some(identity))
+        self.record(&fields, Some(identity), &options)
     }
 
-    /// Records a `screen` event.
+    /// Records a `screen` event; the super-properties are merged into its properties.
     pub fn screen(&self, name: String, properties_json: String) -> Result<(), TributaryError> {
-        let properties = event::validate_object("properties", &properties_json)?;
-        let fields = Fields {
-            kind: Kind::Screen,
-            label: Some(&name),
-            payload: Some(properties),
-            previous_id: None,
-        };
-        self.record(&fields, None)
+        self.screen_with_options(name, properties_json, EventOptions::default())
     }
 
-    /// Records a `page` event (for web views and hybrid apps; native screens use `screen`).
+    /// [`Client::screen`] with per-call options.
+    pub fn screen_with_options(
+        &self,
+        name: String,
+        properties_json: String,
+        options: EventOptions,
+    ) -> Result<(), TributaryError> {
+        self.record_labelled(Kind::Screen, &name, &properties_json, &options)
+    }
+
+    /// Records a `page` event (for web views and hybrid apps; native screens
+    /// use `screen`); the super-properties are merged into its properties.
     pub fn page(&self, name: String, properties_json: String) -> Result<(), TributaryError> {
-        let properties = event::validate_object("properties", &properties_json)?;
-        let fields = Fields {
-            kind: Kind::Page,
-            label: Some(&name),
-            payload: Some(properties),
-            previous_id: None,
-        };
-        self.record(&fields, None)
+        self.page_with_options(name, properties_json, EventOptions::default())
+    }
+
+    /// [`Client::page`] with per-call options.
+    pub fn page_with_options(
+        &self,
+        name: String,
+        properties_json: String,
+        options: EventOptions,
+    ) -> Result<(), TributaryError> {
+        self.record_labelled(Kind::Page, &name, &properties_json, &options)
     }
 
     /// Records a `group` event.
     pub fn group(&self, group_id: String, traits_json: String) -> Result<(), TributaryError> {
-        let traits = event::validate_object("traits", &traits_json)?;
-        let fields = Fields {
-            kind: Kind::Group,
-            label: Some(&group_id),
-            payload: Some(traits),
-            previous_id: None,
-        };
-        self.record(&fields, None)
+        self.group_with_options(group_id, traits_json, EventOptions::default())
+    }
+
+    /// [`Client::group`] with per-call options.
+    pub fn group_with_options(
+        &self,
+        group_id: String,
+        traits_json: String,
+        options: EventOptions,
+    ) -> Result<(), TributaryError> {
+        self.record_labelled(Kind::Group, &group_id, &traits_json, &options)
+    }
+
+    /// [`Client::track`] with per-call options.
+    pub fn track_with_options(
+        &self,
+        name: String,
+        properties_json: String,
+        options: EventOptions,
+    ) -> Result<(), TributaryError> {
+        self.record_labelled(Kind::Track, &name, &properties_json, &options)
+    }
+
+    /// Adds super-properties: merged into the properties of every later
+    /// `track`, `screen` and `page` (a property the call passes wins), and
+    /// persisted. `properties_json` must be a JSON object; its keys replace
+    /// registered ones of the same name.
+    pub fn register(&self, properties_json: String) -> Result<(), TributaryError> {
+        let text = event::validate_object("properties", &properties_json)?;
+        let map = serde_json::from_str(text).unwrap_or_default();
+        self.change_profile(Change::Register(map));
+        Ok(())
+    }
+
+    /// Removes one super-property (persisted); an unknown key is ignored.
+    pub fn unregister(&self, key: String) {
+        self.change_profile(Change::Unregister(key));
+    }
+
+    /// The registered super-properties, as a JSON object.
+    pub fn super_properties(&self) -> String {
+        let held = lock(&self.shared.profile);
+        serde_json::Value::Object(held.profile.super_properties.clone()).to_string()
+    }
+
+    /// The traits merged from every `identify` since the last `reset`, as a JSON object.
+    pub fn traits(&self) -> String {
+        lock(&self.shared.profile).profile.traits_json()
+    }
+
+    /// The platform reports that the app came to the foreground. A new
+    /// session starts if it was in the background for `session_timeout_ms`.
+    pub fn app_foregrounded(&self) {
+        let now = self.shared.now_ms();
+        self.change_profile(Change::Foreground(now));
+    }
+
+    /// The platform reports that the app went to the background; the
+    /// session's timeout counts from now.
+    pub fn app_backgrounded(&self) {
+        let now = self.shared.now_ms();
+        self.change_profile(Change::Background(now));
+    }
+
+    /// The current session id (its start, in ms since the Unix epoch),
+    /// starting the first session if none has started.
+    pub fn session_id(&self) -> i64 {
+        let now = self.shared.now_ms();
+        let timeout = self.shared.config.session_timeout_ms as i64;
+        let mut held = lock(&self.shared.profile);
+        let before = held.profile.session.id;
+        let id = held.profile.session.current(now, timeout);
+        drop(held);
+        if id != before {
+            self.profile_changed();
+        }
+        id
     }
 
     /// Records an `alias` event from the current id to `new_id`, which becomes the user id.
@@ -156,7 +294,7 @@ impl Client {
             payload: None,
             previous_id: Some(&previous),
         };
-        self.record(&fields, Some(identity))
+        self.record(&fields, Some(identity), &Resolved::default())
     }
 
     /// Asks for an upload soon; returns at once.
@@ -224,8 +362,11 @@ impl Client {
         Ok(())
     }
 
-    /// Forgets the user id and traits and starts a new anonymous id.
+    /// Forgets the user id, the traits, the super-properties and the session,
+    /// and starts a new anonymous id.
     pub fn reset(&self) {
+        lock(&self.shared.profile)
+            .change(Change::Reset, self.shared.config.session_timeout_ms as i64);
         self.shared.set_identity(Arc::new(Identity::fresh()));
         // The writer persists it (a send never blocks; after shutdown there
         // is nobody to tell).
@@ -331,15 +472,54 @@ impl Client {
         self.record_track(name, &properties.to_string())
     }
 
+    /// Replaces the clock sessions are measured with (ms since the Unix
+    /// epoch), for tests and simulations; the default reads the system clock.
+    /// Event timestamps and the queue's age limit keep the system clock.
+    pub fn set_clock(&self, clock: crate::Clock) {
+        *self
+            .shared
+            .clock
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = clock;
+    }
+
     fn record_track(&self, name: &str, properties_json: &str) -> Result<(), TributaryError> {
-        let properties = event::validate_object("properties", properties_json)?;
+        self.record_labelled(Kind::Track, name, properties_json, &EventOptions::default())
+    }
+
+    fn record_labelled(
+        &self,
+        kind: Kind,
+        label: &str,
+        payload_json: &str,
+        options: &EventOptions,
+    ) -> Result<(), TributaryError> {
+        let argument = if kind == Kind::Group {
+            "traits"
+        } else {
+            "properties"
+        };
+        let payload = event::validate_object(argument, payload_json)?;
+        let options = Resolved::from(options)?;
         let fields = Fields {
-            kind: Kind::Track,
-            label: Some(name),
-            payload: Some(properties),
+            kind,
+            label: Some(label),
+            payload: Some(payload),
             previous_id: None,
         };
-        self.record(&fields, None)
+        self.record(&fields, None, &options)
+    }
+
+    /// Applies a profile change and has the writer persist it.
+    fn change_profile(&self, change: Change) {
+        lock(&self.shared.profile).change(change, self.shared.config.session_timeout_ms as i64);
+        self.profile_changed();
+    }
+
+    /// Marks the state file for a rewrite by the writer (never blocks).
+    fn profile_changed(&self) {
+        self.shared.identity_dirty.store(true, Ordering::Release);
+        let _ = self.tx.send(Msg::Wake);
     }
 
     /// The hot path: build, check the size, hand over. No disk I/O, no blocking.
@@ -347,6 +527,7 @@ impl Client {
         &self,
         fields: &Fields<'_>,
         new_identity: Option<Identity>,
+        options: &Resolved,
     ) -> Result<(), TributaryError> {
         // Read before the consent check (both SeqCst, written in the other
         // order by `set_enabled`): a call that still saw recording enabled
@@ -358,7 +539,7 @@ impl Client {
         // Announce the call before checking `closed` (both SeqCst): a stopping
         // writer waits for announced calls, then takes in what they sent.
         self.shared.recording.fetch_add(1, Ordering::SeqCst);
-        let result = self.record_announced(fields, new_identity, consent_epoch);
+        let result = self.record_announced(fields, new_identity, consent_epoch, options);
         self.shared.recording.fetch_sub(1, Ordering::SeqCst);
         result
     }
@@ -368,6 +549,7 @@ impl Client {
         fields: &Fields<'_>,
         new_identity: Option<Identity>,
         consent_epoch: u64,
+        options: &Resolved,
     ) -> Result<(), TributaryError> {
         let counters = &self.shared.counters;
         if self.shared.closed.load(Ordering::SeqCst) {
@@ -381,13 +563,22 @@ impl Client {
             ));
             return Err(TributaryError::ShutDown);
         }
-        let context = self.shared.context();
+        let base_context = self.shared.context();
+        let (context, payload) = self.with_profile(fields, &base_context, options);
+        let fields = &Fields {
+            payload: payload.as_deref().or(fields.payload),
+            ..*fields
+        };
         let new_identity = new_identity.map(Arc::new);
         let identity = match &new_identity {
             Some(identity) => identity.clone(),
             None => self.shared.identity(),
         };
-        let mut built = event::build(fields, identity, &context);
+        let extras = event::Extras {
+            timestamp: options.timestamp,
+            integrations: options.integrations.as_deref(),
+        };
+        let mut built = event::build(fields, identity, &context, extras);
         built.consent_epoch = consent_epoch;
         let size = built.json.len() as u64;
         counters.inc(&counters.recorded, 1);
@@ -422,7 +613,52 @@ impl Client {
         }
     }
 
-    fn open(config: Config, log: Log) -> Result<Self, TributaryError> {
+    /// The event's context (with the session id and traits) and, when the
+    /// profile changes it, its payload: super-properties merged under a
+    /// track's, screen's or page's properties, the merged traits for identify.
+    fn with_profile(
+        &self,
+        fields: &Fields<'_>,
+        base_context: &str,
+        options: &Resolved,
+    ) -> (String, Option<String>) {
+        let now = self.shared.now_ms();
+        let timeout = self.shared.config.session_timeout_ms as i64;
+        let mut held = lock(&self.shared.profile);
+        let payload = match (fields.kind, fields.payload) {
+            (Kind::Track | Kind::Screen | Kind::Page, Some(own)) => {
+                (!held.profile.super_properties.is_empty())
+                    .then(|| held.profile.with_super_properties(own))
+            }
+            (Kind::Identify, Some(own)) => {
+                let map = serde_json::from_str(own).unwrap_or_default();
+                held.change(Change::Traits(map), timeout);
+                Some(held.profile.traits_json())
+            }
+            _ => None,
+        };
+        let before = held.profile.session.id;
+        let session_id = held.profile.session.current(now, timeout);
+        let traits = (!held.profile.traits.is_empty()).then(|| held.profile.traits_json());
+        drop(held);
+        if session_id != before || fields.kind == Kind::Identify {
+            // Persisted by the writer with this event's commit.
+            self.shared.identity_dirty.store(true, Ordering::Release);
+        }
+        let context = event::event_context(
+            base_context,
+            session_id,
+            traits.as_deref(),
+            options.context.as_deref(),
+        );
+        (context, payload)
+    }
+
+    fn open(
+        config: Config,
+        log: Log,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, TributaryError> {
         let dir = Path::new(&config.storage_dir).to_path_buf();
         let counters = Arc::new(Counters::default());
         let store = Store::unopened(&dir, counters.clone()).map_err(|e| {
@@ -456,6 +692,9 @@ impl Client {
             opt_outs: AtomicU64::new(0),
             purge_requested: AtomicBool::new(false),
             write_key: RwLock::new(write_key),
+            transport,
+            profile: Mutex::new(Held::unloaded()),
+            clock: RwLock::new(Arc::new(event::now_ms)),
             signals: Mutex::new(Signals {
                 network: true,
                 drain: false,

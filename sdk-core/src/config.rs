@@ -51,6 +51,11 @@ pub struct Config {
     /// event, counted in `Stats::dropped_backpressure`, instead of blocking.
     #[uniffi(default = 4000000)]
     pub max_buffer_bytes: u64,
+    /// A session ends once the app has been in the background this long
+    /// (see `Client::app_backgrounded`); 30 minutes by default, as Amplitude
+    /// and PostHog do.
+    #[uniffi(default = 1800000)]
+    pub session_timeout_ms: u64,
     /// Reported in `context.library.name`, e.g. `tributary-kotlin`.
     #[uniffi(default = "tributary-rust")]
     pub library_name: String,
@@ -86,6 +91,7 @@ impl Config {
             connect_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             max_buffer_bytes: 4_000_000,
+            session_timeout_ms: 30 * 60 * 1000,
             library_name: "tributary-rust".into(),
             library_version: env!("CARGO_PKG_VERSION").into(),
         }
@@ -106,6 +112,7 @@ impl Config {
             ("retry_max_delay_ms", self.retry_max_delay_ms),
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
+            ("session_timeout_ms", self.session_timeout_ms),
         ] {
             if value > Self::MAX_DURATION_MS {
                 return bad(
@@ -207,6 +214,9 @@ impl Config {
         }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be at least 1 ms".into());
+        }
+        if self.session_timeout_ms == 0 {
+            return bad("session_timeout_ms", "must be at least 1 ms".into());
         }
         if self.library_name.trim().is_empty() {
             return bad("library_name", "must not be empty".into());

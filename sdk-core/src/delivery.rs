@@ -64,7 +64,7 @@ pub(crate) fn run(shared: &Shared) {
             0
         }
     };
-    let uploader = Uploader::new(&shared.config);
+    let uploader = Uploader::new(&shared.config, shared.transport.clone());
     let interval = Duration::from_millis(shared.config.flush_interval_ms);
     let mut next_tick = Instant::now() + interval;
     let mut last_age_check = Instant::now();

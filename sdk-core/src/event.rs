@@ -233,11 +233,53 @@ pub(crate) struct Fields<'a> {
     pub previous_id: Option<&'a str>,
 }
 
+/// Per-event additions from the call's `EventOptions`, already validated.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Extras<'a> {
+    /// The `timestamp` to write instead of now.
+    pub timestamp: Option<SystemTime>,
+    /// The `integrations` object text.
+    pub integrations: Option<&'a str>,
+}
+
+/// `base` (the shared context object text) with the session id, the traits
+/// and the call's own top-level keys added.
+pub(crate) fn event_context(
+    base: &str,
+    session_id: i64,
+    traits: Option<&str>,
+    overrides: Option<&str>,
+) -> String {
+    let mut out = String::with_capacity(base.len() + 32 + traits.map_or(0, str::len));
+    // Every context text is a serialized object, so it ends with `}`.
+    out.push_str(base.strip_suffix('}').unwrap_or(base));
+    let empty = out.ends_with('{');
+    if !empty {
+        out.push(',');
+    }
+    out.push_str("\"sessionId\":");
+    out.push_str(&session_id.to_string());
+    if let Some(traits) = traits {
+        out.push_str(",\"traits\":");
+        out.push_str(traits);
+    }
+    out.push('}');
+    let Some(overrides) = overrides else {
+        return out;
+    };
+    use serde_json::{Map, Value};
+    let mut merged: Map<String, Value> = serde_json::from_str(&out).unwrap_or_default();
+    let own: Map<String, Value> = serde_json::from_str(overrides).unwrap_or_default();
+    merged.extend(own);
+    Value::Object(merged).to_string()
+}
+
 /// Writes the full event JSON.
 pub(crate) fn build(
     fields: &Fields<'_>,
     identity: std::sync::Arc<Identity>,
     context: &str,
+    extras: Extras<'_>,
 ) -> Built {
     let now = SystemTime::now();
     let created_ms = now
@@ -278,7 +320,7 @@ pub(crate) fn build(
             .encode_lower(&mut uuid::Uuid::encode_buffer()),
     );
     buf.push_str("\",\"timestamp\":\"");
-    buf.push_str(&rfc3339_ms(now));
+    buf.push_str(&rfc3339_ms(extras.timestamp.unwrap_or(now)));
     buf.push_str("\",\"anonymousId\":");
     push_json_str(&mut buf, &identity.anonymous_id);
     if let Some(user_id) = &identity.user_id {
@@ -287,6 +329,10 @@ pub(crate) fn build(
     }
     buf.push_str(",\"context\":");
     buf.push_str(context);
+    if let Some(integrations) = extras.integrations {
+        buf.push_str(",\"integrations\":");
+        buf.push_str(integrations);
+    }
     buf.push('}');
     Built {
         json: buf,
@@ -330,6 +376,7 @@ mod tests {
             },
             std::sync::Arc::new(identity()),
             r#"{"library":{"name":"x","version":"1"}}"#,
+            Extras::default(),
         );
         let v: serde_json::Value = serde_json::from_str(&built.json).unwrap();
         assert_eq!(v["type"], "track");

@@ -2,7 +2,7 @@
 //! delivers each one exactly once to a Segment-compatible `/v1/batch` endpoint.
 //!
 //! The whole exported surface is UniFFI-compatible (records, enums, one object,
-//! one error and one foreign trait), so the Kotlin and Swift packages are thin
+//! two errors and two foreign traits: `TributaryLogger` and `TributaryTransport`), so the Kotlin and Swift packages are thin
 //! layers over the same behaviour.
 //!
 //! # How it works
@@ -24,7 +24,9 @@
 //!   ends: `restored + recorded = uploaded + queued + buffered + dropped_*`.
 //! - The delivery thread (module `delivery`) makes batches with a persisted
 //!   membership and idempotency key (`store/batch.rs`), sends them in Segment's
-//!   `/v1/batch` format (module `upload`; the answer is classified by the
+//!   `/v1/batch` format (module `upload`) through a `Transport` that only
+//!   moves bytes (module `transport`: the platform's HTTP stack, or ureq for
+//!   Rust callers; the answer is classified by the
 //!   `tributary-protocol` crate), applies each outcome (one method per outcome
 //!   in `delivery`), and retries with persisted exponential backoff and full
 //!   jitter (module `retry`).
@@ -51,12 +53,14 @@ mod delivery;
 mod error;
 mod event;
 mod logger;
+mod profile;
 mod retry;
 mod shared;
 mod state;
 mod store;
 mod supervise;
 mod sync;
+mod transport;
 mod types;
 mod upload;
 mod writer;
@@ -64,5 +68,13 @@ mod writer;
 pub use client::Client;
 pub use config::Config;
 pub use error::TributaryError;
-pub use logger::{LogLevel, Logger};
-pub use types::{DeviceContext, FlushResult, Stats};
+/// The logger trait under its short name, for Rust callers.
+pub use logger::TributaryLogger as Logger;
+pub use logger::{LogLevel, TributaryLogger};
+/// The transport trait under its short name, for Rust callers.
+pub use transport::TributaryTransport as Transport;
+pub use transport::{HttpHeader, HttpRequest, HttpResponse, TransportError, TributaryTransport};
+pub use types::{DeviceContext, EventOptions, FlushResult, Stats};
+
+/// A clock in milliseconds since the Unix epoch (see [`Client::set_clock`]).
+pub type Clock = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;

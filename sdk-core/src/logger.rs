@@ -18,8 +18,11 @@ pub enum LogLevel {
 /// drops its event (too large, or after shutdown); never while holding a lock
 /// the caller could need.
 /// Without a logger, the SDK is silent.
+///
+/// Named `TributaryLogger` so that the Swift protocol does not collide with
+/// `os.Logger`; Rust code may use the alias [`crate::Logger`].
 #[uniffi::export(with_foreign)]
-pub trait Logger: Send + Sync {
+pub trait TributaryLogger: Send + Sync {
     /// Called once per message.
     fn log(&self, level: LogLevel, message: String);
 }
@@ -30,12 +33,12 @@ pub trait Logger: Send + Sync {
 /// foreign logger may call back into the client (e.g. `stats()`).
 #[derive(Clone, Default)]
 pub(crate) struct Log {
-    inner: Option<std::sync::Arc<dyn Logger>>,
+    inner: Option<std::sync::Arc<dyn TributaryLogger>>,
 }
 
 impl Log {
     /// Wraps the logger given to `Client::new`; `None` keeps the SDK silent.
-    pub(crate) fn new(inner: Option<std::sync::Arc<dyn Logger>>) -> Self {
+    pub(crate) fn new(inner: Option<std::sync::Arc<dyn TributaryLogger>>) -> Self {
         Self { inner }
     }
 

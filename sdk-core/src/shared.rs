@@ -66,6 +66,12 @@ pub(crate) struct Shared {
     /// Set by opting out: the writer must delete everything queued.
     pub purge_requested: AtomicBool,
     pub write_key: RwLock<String>,
+    /// Super-properties, traits and the session (see `profile`).
+    pub profile: Mutex<crate::profile::Held>,
+    /// The clock sessions are measured with (ms since the Unix epoch).
+    pub clock: RwLock<crate::Clock>,
+    /// Sends the upload thread's requests (see `transport`).
+    pub transport: Arc<dyn crate::Transport>,
     pub signals: Mutex<Signals>,
     pub signals_cv: Condvar,
     /// Set by `shutdown` and `Drop`: recording calls refuse from then on.
@@ -136,6 +142,16 @@ impl Shared {
             .clone()
     }
 
+    /// Now, by the session clock.
+    pub fn now_ms(&self) -> i64 {
+        let clock = self
+            .clock
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        clock()
+    }
+
     /// The current write key.
     pub fn write_key(&self) -> String {
         self.write_key
@@ -150,7 +166,8 @@ impl Shared {
     pub fn persist_state(&self) -> std::io::Result<()> {
         let file = lock(&self.state_file);
         let reservation = lock(&self.reservation).clone();
-        let state = State::new(&self.identity(), self.is_enabled(), &reservation);
+        let mut state = State::new(&self.identity(), self.is_enabled(), &reservation);
+        state.profile = lock(&self.profile).profile.clone();
         file.store(&state)
     }
 

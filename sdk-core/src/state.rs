@@ -4,8 +4,12 @@
 //! anonymous id and the user id:
 //!
 //! ```json
-//! {"version":1,"enabled":false,"anonymous_id":"…","user_id":"u-1"}
+//! {"version":1,"enabled":false,"anonymous_id":"…","user_id":"u-1",
+//!  "profile":{"super_properties":{…},"traits":{…},"session":{"id":…,"background_since_ms":null}}}
 //! ```
+//!
+//! `profile` (super-properties, traits, the session: module `profile`) is
+//! absent from files written before it existed, and read as empty then.
 //!
 //! Why a separate file: the queue database can be found corrupt and replaced,
 //! or lost; the user's opt-out must not go with it, or a corrupt queue would
@@ -28,12 +32,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Identity;
+use crate::profile::Profile;
 
 /// Name of the state file inside the storage directory.
 pub(crate) const STATE_FILE_NAME: &str = "tributary.state.json";
 
 /// What the file holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct State {
     /// Format version, for later changes.
     pub version: u32,
@@ -53,6 +58,9 @@ pub(crate) struct State {
     /// the loss.
     #[serde(default)]
     pub seq_reserved: u64,
+    /// Super-properties, traits and the session (module `profile`).
+    #[serde(default)]
+    pub profile: Profile,
 }
 
 impl State {
@@ -65,6 +73,7 @@ impl State {
             user_id: identity.user_id.clone(),
             seq_owner: reservation.owner.clone(),
             seq_reserved: reservation.up_to,
+            profile: Profile::default(),
         }
     }
 

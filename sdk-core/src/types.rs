@@ -57,6 +57,24 @@ pub struct DeviceContext {
     pub screen_density: Option<f64>,
 }
 
+/// Per-call options of the `*_with_options` recording calls; every field is
+/// optional, and `EventOptions::default()` changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, uniffi::Record)]
+pub struct EventOptions {
+    /// The event's `timestamp`, in ms since the Unix epoch, for an event that
+    /// happened earlier than it is recorded. `None`: now.
+    #[uniffi(default = None)]
+    pub timestamp_ms: Option<i64>,
+    /// A JSON object whose top-level keys replace those of the event's
+    /// `context` (e.g. `{"ip":"0.0.0.0"}` or `{"page":{...}}`).
+    #[uniffi(default = None)]
+    pub context_json: Option<String>,
+    /// A JSON object sent as the event's `integrations`
+    /// (e.g. `{"All":false,"Mixpanel":true}`).
+    #[uniffi(default = None)]
+    pub integrations_json: Option<String>,
+}
+
 /// How `flush_blocking` or `shutdown` ended.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum FlushResult {

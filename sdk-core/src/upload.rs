@@ -1,6 +1,7 @@
 //! One HTTP request per batch, in Segment's `/v1/batch` format.
 //!
-//! Request: `POST {endpoint}/v1/batch` over ureq (rustls), with
+//! Request: `POST {endpoint}/v1/batch`, sent by the client's [`Transport`]
+//! (module `transport`), which only moves the bytes, with
 //! - `Authorization: Basic base64("<write_key>:")`
 //! - `Content-Type: application/json`, `Content-Encoding: gzip`
 //! - `Idempotency-Key: <batch UUIDv7>` (the same on every retry of the batch)
@@ -8,28 +9,34 @@
 //!
 //! Body (gzip): `{"batch":[<event>,...],"sentAt":"<RFC 3339 ms, this attempt>","context":{"library":{...}}}`.
 //!
-//! The response is classified into an [`Outcome`]; the uploader turns it into
+//! The answer (or the transport's failure) is classified here into an
+//! [`Outcome`], the same for every transport; the uploader turns it into
 //! database changes.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use base64::Engine;
 use flate2::{Compression, write::GzEncoder};
 
 use crate::Config;
+use crate::Transport;
 use crate::retry::parse_retry_after;
+use crate::transport::{HttpHeader, HttpRequest, HttpResponse, send_guarded};
 
 /// Most bytes of a response body we read (for the rejection list).
-const MAX_RESPONSE_BYTES: u64 = 1 << 20;
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 // What the answer means for the batch: defined once, in the protocol crate.
 pub(crate) use tributary_protocol::{Outcome, Rejection, classify};
 
-/// The HTTP side of the uploader: an agent plus the fixed request parts.
+/// The HTTP side of the uploader: the transport plus the fixed request parts.
 pub(crate) struct Uploader {
-    agent: ureq::Agent,
+    transport: Arc<dyn Transport>,
     url: String,
+    connect_timeout_ms: u64,
+    timeout_ms: u64,
     user_agent: String,
     context: String,
 }
@@ -41,24 +48,13 @@ pub(crate) struct Payload {
 }
 
 impl Uploader {
-    /// Builds the agent from the configured timeouts.
-    pub(crate) fn new(config: &Config) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_millis(config.connect_timeout_ms)))
-            .timeout_global(Some(Duration::from_millis(config.request_timeout_ms)))
-            .http_status_as_error(false)
-            // Never follow a redirect: ureq would turn the POST into a GET and
-            // drop the body, and a collector does not redirect. A 30x is a
-            // failed attempt (see `classify`), retried with backoff and logged.
-            .max_redirects(0)
-            // Mobile apps talk to their collector directly; don't pick up
-            // proxies from the environment of a desktop test run.
-            .proxy(None)
-            .build()
-            .into();
+    /// The fixed request parts from the config, sent through `transport`.
+    pub(crate) fn new(config: &Config, transport: Arc<dyn Transport>) -> Self {
         Self {
-            agent,
+            transport,
             url: format!("{}/v1/batch", config.endpoint.trim_end_matches('/')),
+            connect_timeout_ms: config.connect_timeout_ms,
+            timeout_ms: config.request_timeout_ms,
             user_agent: format!(
                 "{}/{} tributary-core/{}",
                 config.library_name,
@@ -114,60 +110,59 @@ impl Uploader {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"))
         );
-        let result = self
-            .agent
-            .post(&self.url)
-            .header("Authorization", &auth)
-            .header("Content-Type", "application/json")
-            .header("Content-Encoding", "gzip")
-            .header(tributary_protocol::header::IDEMPOTENCY_KEY, idempotency_key)
-            .header("User-Agent", &self.user_agent)
-            .send(&payload.gzipped[..]);
-        let mut response = match result {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::Retry {
-                    reason: format!("request to {} failed: {e}", self.url),
-                    retry_after: None,
-                };
-            }
+        let header = |name: &str, value: &str| HttpHeader {
+            name: name.into(),
+            value: value.into(),
         };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_string();
-        let body = match (status, body) {
-            (_, Ok(body)) => body,
-            // A 2xx whose body cannot be read is not an acknowledgement.
-            (200..=299, Err(e)) => {
-                return Outcome::Retry {
-                    reason: format!("HTTP {status} with an unreadable body: {e}"),
-                    retry_after: None,
-                };
-            }
-            (_, Err(_)) => String::new(),
+        let request = HttpRequest {
+            method: "POST".into(),
+            url: self.url.clone(),
+            headers: vec![
+                header("Authorization", &auth),
+                header("Content-Type", "application/json"),
+                header("Content-Encoding", "gzip"),
+                header(tributary_protocol::header::IDEMPOTENCY_KEY, idempotency_key),
+                header("User-Agent", &self.user_agent),
+            ],
+            body: payload.gzipped.clone(),
+            connect_timeout_ms: self.connect_timeout_ms,
+            timeout_ms: self.timeout_ms,
         };
+        match send_guarded(&self.transport, request) {
+            Ok(response) => self.interpret(response, SystemTime::now()),
+            Err(e) => Outcome::Retry {
+                reason: format!("request to {} failed: {e}", self.url),
+                retry_after: None,
+            },
+        }
+    }
+
+    /// Classifies a complete answer: redirects are not followed, everything
+    /// else is `tributary-protocol`'s `classify`.
+    fn interpret(&self, response: HttpResponse, now: SystemTime) -> Outcome {
+        let status = response.status;
+        let retry_after =
+            header_value(&response.headers, "retry-after").and_then(|v| parse_retry_after(v, now));
         if (300..=399).contains(&status) {
             return Outcome::Retry {
                 reason: format!(
                     "HTTP {status} redirect to {}: not followed (check the endpoint)",
-                    location.as_deref().unwrap_or("nowhere")
+                    header_value(&response.headers, "location").unwrap_or("nowhere")
                 ),
                 retry_after,
             };
         }
+        let mut body = response.body;
+        body.truncate(MAX_RESPONSE_BYTES);
+        let body = String::from_utf8_lossy(&body);
         classify(status, &body, retry_after)
     }
+}
+
+/// The first value of header `name` (case-insensitive).
+fn header_value<'a>(headers: &'a [HttpHeader], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
 }

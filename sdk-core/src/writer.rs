@@ -447,12 +447,14 @@ impl Writer<'_> {
             .identity
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(identity);
+        let timeout = shared.config.session_timeout_ms as i64;
+        let profile_changed = lock(&shared.profile).adopt(state.profile.clone(), timeout);
         let chosen = shared.consent_chosen.load(Ordering::SeqCst);
         if !chosen && !state.enabled {
             shared.enabled.store(false, Ordering::SeqCst);
             shared.opt_outs.fetch_add(1, Ordering::SeqCst);
         }
-        if rewrite || changed || chosen {
+        if rewrite || changed || chosen || profile_changed {
             shared.identity_dirty.store(true, Ordering::Release);
         }
         shared.state_pending.store(false, Ordering::SeqCst);

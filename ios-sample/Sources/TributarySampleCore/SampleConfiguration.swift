@@ -29,10 +29,21 @@ public struct SampleConfiguration: Sendable, Equatable {
         )
     }
 
-    /// The SDK configuration: defaults, except a small `flushAt` so the demo uploads often.
-    public var tributaryConfig: Config {
-        var config = Tributary.configuration(endpoint: endpoint, writeKey: writeKey, storageDirectory: storageDirectory)
-        config.flushAt = 5
-        return config
+    /// The options of the setup call: defaults, except a small `flushAt` so the demo
+    /// uploads often, and Segment's lifecycle events.
+    public var options: TributaryOptions {
+        var options = TributaryOptions()
+        options.storageDirectory = storageDirectory
+        options.flushAt = 5
+        options.trackLifecycleEvents = true
+        options.logger = SystemLogger(minimumLevel: .debug)
+        return options
+    }
+
+    /// All the app writes: one setup call. The library watches the network
+    /// (`NWPathMonitor`), flushes inside a background task when the app goes to the
+    /// background, schedules a `BGTaskScheduler` upload and collects the device context.
+    public func start() throws -> Tributary {
+        try Tributary.setup(writeKey: writeKey, endpoint: endpoint, options: options)
     }
 }

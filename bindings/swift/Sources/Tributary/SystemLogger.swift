@@ -3,12 +3,12 @@ import Foundation
 import os
 #endif
 
-/// The default ``Logger``: the core's messages go to os_log (subsystem
+/// The default ``TributaryLogger``: the core's messages go to os_log (subsystem
 /// `dev.tributary`, category `sdk`) on Apple platforms and to standard output elsewhere.
 ///
 /// The core calls it from its own background threads. It holds only immutable state,
 /// which is why it is `@unchecked Sendable` (`OSLog` is thread-safe but not annotated).
-public final class SystemLogger: Logger, @unchecked Sendable {
+public final class SystemLogger: TributaryLogger, @unchecked Sendable {
     /// Messages below this level are ignored.
     public let minimumLevel: LogLevel
 

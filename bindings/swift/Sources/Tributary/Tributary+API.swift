@@ -23,7 +23,9 @@ public final class Tributary: Sendable {
     /// Rust object behind it is `Send + Sync`.
     private let client: Client
     /// The logger given to ``init(config:logger:)``, for errors this layer itself reports.
-    private let logger: (any Logger)?
+    private let logger: (any TributaryLogger)?
+    /// The hooks ``setup(writeKey:endpoint:options:)`` registered, stopped by ``shutdown(timeout:)``.
+    let hooks = LockedValue<PlatformHooks?>(nil)
 
     /// The `library_name` this layer reports in `context.library.name`.
     public static let libraryName = "tributary-swift"
@@ -42,8 +44,14 @@ public final class Tributary: Sendable {
     /// - Throws: ``TributaryError/InvalidConfig(message:)`` naming the bad field, or
     ///   ``TributaryError/StorageUnavailable(message:)`` when the directory cannot be used
     ///   (for example because another client holds it).
-    public init(config: Config, logger: (any Logger)? = SystemLogger()) throws {
-        client = try Client(config: config, logger: logger)
+    ///   - transport: sends the core's requests; ``URLSessionTransport`` by default. The
+    ///     core builds each request and classifies each answer; the transport only moves bytes.
+    public init(
+        config: TributaryConfig,
+        logger: (any TributaryLogger)? = SystemLogger(),
+        transport: any TributaryTransport = URLSessionTransport()
+    ) throws {
+        client = try Client.withTransport(config: config, logger: logger, transport: transport)
         self.logger = logger
     }
 
@@ -54,7 +62,7 @@ public final class Tributary: Sendable {
         endpoint: String,
         writeKey: String,
         storageDirectory: URL,
-        logger: (any Logger)? = SystemLogger()
+        logger: (any TributaryLogger)? = SystemLogger()
     ) throws {
         try self.init(
             config: Self.configuration(endpoint: endpoint, writeKey: writeKey, storageDirectory: storageDirectory),
@@ -64,8 +72,8 @@ public final class Tributary: Sendable {
 
     /// A configuration with the core's defaults that reports this Swift library's name
     /// and version. Change fields (for example `flushAt`) before passing it to ``init(config:logger:)``.
-    public static func configuration(endpoint: String, writeKey: String, storageDirectory: URL) -> Config {
-        Config(
+    public static func configuration(endpoint: String, writeKey: String, storageDirectory: URL) -> TributaryConfig {
+        TributaryConfig(
             endpoint: endpoint,
             writeKey: writeKey,
             storageDir: storageDirectory.path,
@@ -98,35 +106,118 @@ public final class Tributary: Sendable {
     ///
     /// An event the core refuses (larger than `maxEventBytes`, or recorded after
     /// ``shutdown(timeout:)``) is dropped, logged and counted in ``stats``.
-    public func track(_ name: String, properties: [String: Any] = [:]) {
-        record("track") { try client.track(name: name, propertiesJson: JSONProperties.encode(properties)) }
+    ///
+    /// The per-call options, all optional: `timestamp` for an event that happened
+    /// earlier than it is recorded, `context` keys that replace the event's own
+    /// top-level `context` keys, and `integrations` (e.g. `["All": false, "Mixpanel": true]`).
+    public func track(
+        _ name: String, properties: [String: Any] = [:],
+        timestamp: Date? = nil, context: [String: Any]? = nil, integrations: [String: Any]? = nil
+    ) {
+        let options = Self.options(timestamp, context, integrations)
+        record("track") {
+            try client.trackWithOptions(name: name, propertiesJson: JSONProperties.encode(properties), options: options)
+        }
     }
 
-    /// Records an `identify` event and remembers `userId` for later events. Never throws.
-    public func identify(_ userId: String, traits: [String: Any] = [:]) {
-        record("identify") { try client.identify(userId: userId, traitsJson: JSONProperties.encode(traits)) }
+    /// Records an `identify` event and remembers `userId` for later events; `traits` are
+    /// merged into the stored traits (persisted, sent in every event's `context.traits`).
+    /// Never throws. Options as in `track`.
+    public func identify(
+        _ userId: String, traits: [String: Any] = [:],
+        timestamp: Date? = nil, context: [String: Any]? = nil, integrations: [String: Any]? = nil
+    ) {
+        let options = Self.options(timestamp, context, integrations)
+        record("identify") {
+            try client.identifyWithOptions(userId: userId, traitsJson: JSONProperties.encode(traits), options: options)
+        }
     }
 
-    /// Records a `screen` event. Never throws.
-    public func screen(_ name: String, properties: [String: Any] = [:]) {
-        record("screen") { try client.screen(name: name, propertiesJson: JSONProperties.encode(properties)) }
+    /// Records a `screen` event. Never throws. Options as in `track`.
+    public func screen(
+        _ name: String, properties: [String: Any] = [:],
+        timestamp: Date? = nil, context: [String: Any]? = nil, integrations: [String: Any]? = nil
+    ) {
+        let options = Self.options(timestamp, context, integrations)
+        record("screen") {
+            try client.screenWithOptions(name: name, propertiesJson: JSONProperties.encode(properties), options: options)
+        }
     }
 
-    /// Records a `page` event (web views, hybrid apps; native screens use ``screen(_:properties:)``).
-    /// Never throws.
-    public func page(_ name: String, properties: [String: Any] = [:]) {
-        record("page") { try client.page(name: name, propertiesJson: JSONProperties.encode(properties)) }
+    /// Records a `page` event (web views, hybrid apps; native screens use `screen`).
+    /// Never throws. Options as in `track`.
+    public func page(
+        _ name: String, properties: [String: Any] = [:],
+        timestamp: Date? = nil, context: [String: Any]? = nil, integrations: [String: Any]? = nil
+    ) {
+        let options = Self.options(timestamp, context, integrations)
+        record("page") {
+            try client.pageWithOptions(name: name, propertiesJson: JSONProperties.encode(properties), options: options)
+        }
     }
 
-    /// Records a `group` event. Never throws.
-    public func group(_ groupId: String, traits: [String: Any] = [:]) {
-        record("group") { try client.group(groupId: groupId, traitsJson: JSONProperties.encode(traits)) }
+    /// Records a `group` event. Never throws. Options as in `track`.
+    public func group(
+        _ groupId: String, traits: [String: Any] = [:],
+        timestamp: Date? = nil, context: [String: Any]? = nil, integrations: [String: Any]? = nil
+    ) {
+        let options = Self.options(timestamp, context, integrations)
+        record("group") {
+            try client.groupWithOptions(groupId: groupId, traitsJson: JSONProperties.encode(traits), options: options)
+        }
+    }
+
+    /// The core's per-call options from Swift values.
+    static func options(_ timestamp: Date?, _ context: [String: Any]?, _ integrations: [String: Any]?) -> EventOptions {
+        EventOptions(
+            timestampMs: timestamp.flatMap { date in
+                let ms = (date.timeIntervalSince1970 * 1000).rounded()
+                return ms.isFinite && abs(ms) < 9.0e15 ? Int64(ms) : nil
+            },
+            contextJson: context.map(JSONProperties.encode),
+            integrationsJson: integrations.map(JSONProperties.encode)
+        )
     }
 
     /// Records an `alias` event from the current id to `newId`, which becomes the user id.
     /// Never throws.
     public func alias(_ newId: String) {
         record("alias") { try client.alias(newId: newId) }
+    }
+
+    // MARK: Super-properties, traits and sessions
+
+    /// Adds super-properties, merged into the properties of every later `track`, `screen`
+    /// and `page` (a property the call passes wins), and persisted. Never throws.
+    public func register(_ properties: [String: Any]) {
+        record("register") { try client.register(propertiesJson: JSONProperties.encode(properties)) }
+    }
+
+    /// Removes one super-property (persisted).
+    public func unregister(_ key: String) {
+        client.unregister(key: key)
+    }
+
+    /// The registered super-properties, as JSON object text.
+    public var superPropertiesJSON: String { client.superProperties() }
+
+    /// The traits merged from every ``identify(_:traits:)`` since the last ``reset()``,
+    /// as JSON object text.
+    public var traitsJSON: String { client.traits() }
+
+    /// The current session id: the session's start in milliseconds since 1970, sent in
+    /// every event's `context.sessionId`. A session ends after `sessionTimeoutMs`
+    /// (30 minutes) in the background.
+    public var sessionId: Int64 { client.sessionId() }
+
+    /// Reports that the app came to the foreground.
+    public func appForegrounded() {
+        client.appForegrounded()
+    }
+
+    /// Reports that the app went to the background; the session timeout counts from now.
+    public func appBackgrounded() {
+        client.appBackgrounded()
     }
 
     /// Runs one recording call without letting an error reach the app. The core has
@@ -197,7 +288,7 @@ public final class Tributary: Sendable {
 
     // MARK: Identity and consent
 
-    /// Forgets the user id and traits and starts a new anonymous id.
+    /// Forgets the user id, traits, super-properties and session, and starts a new anonymous id.
     public func reset() {
         client.reset()
     }
@@ -226,7 +317,8 @@ public final class Tributary: Sendable {
     /// counted in `Stats.droppedShutdown`).
     @discardableResult
     public func shutdown(timeout: TimeInterval) -> FlushResult {
-        client.shutdown(timeoutMs: Self.milliseconds(timeout))
+        hooks.withLock { $0 }?.stop()
+        return client.shutdown(timeoutMs: Self.milliseconds(timeout))
     }
 
     /// Seconds to whole milliseconds, clamping negative and non-finite values.

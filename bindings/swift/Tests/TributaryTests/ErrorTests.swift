@@ -47,7 +47,7 @@ func tributaryError(_ body: () throws -> Void, sourceLocation: SourceLocation = 
     @Test func invalidJSONFromRustCarriesThePosition() throws {
         // The Swift layer always sends valid JSON, so call the generated client directly.
         let config = Tributary.configuration(endpoint: "http://127.0.0.1:9", writeKey: "k", storageDirectory: try temporaryStorage())
-        let client = try Client(config: config, logger: nil)
+        let client = try Client.withTransport(config: config, logger: nil, transport: URLSessionTransport())
         let error = try #require(tributaryError { try client.track(name: "Bad", propertiesJson: "{\"plan\": pro}") })
         guard case .InvalidJson = error else { Issue.record("got \(error)"); return }
         #expect(error.message.contains("line 1"))

@@ -73,7 +73,7 @@ import Tributary // not @testable: the quick start must work with the public API
 }
 
 // --- README: Logging ---
-final class MyLogger: Logger, @unchecked Sendable {   // @unchecked: guarded by the lock
+final class MyLogger: TributaryLogger, @unchecked Sendable {   // @unchecked: guarded by the lock
     private let lock = NSLock()
     private var lines: [String] = []
     func log(level: LogLevel, message: String) {

@@ -17,7 +17,7 @@ func temporaryStorage(_ name: String = #function) throws -> URL {
 }
 
 /// A configuration for tests: uploads only when asked (or at `flushAt`), quick retries.
-func testConfig(server: TestServer, storage: URL, flushAt: UInt32 = 10_000) -> Config {
+func testConfig(server: TestServer, storage: URL, flushAt: UInt32 = 10_000) -> TributaryConfig {
     var config = Tributary.configuration(endpoint: server.endpoint, writeKey: "test-key", storageDirectory: storage)
     config.flushAt = flushAt
     config.flushIntervalMs = 3_600_000
@@ -37,9 +37,9 @@ func currentThreadId() -> UInt {
     #endif
 }
 
-/// A Logger that keeps every message, with the thread that delivered it. The Rust core
+/// A TributaryLogger that keeps every message, with the thread that delivered it. The Rust core
 /// calls it from its own threads: the state is guarded by a lock, hence `@unchecked Sendable`.
-final class RecordingLogger: Logger, @unchecked Sendable {
+final class RecordingLogger: TributaryLogger, @unchecked Sendable {
     struct Entry {
         let level: LogLevel
         let message: String

@@ -30,7 +30,12 @@ struct RecordedRequest: @unchecked Sendable {
 struct TestResponse: Sendable {
     var status: Int
     var body: String = "{}"
+    /// Extra header lines, e.g. `"Retry-After: 1"`.
+    var headers: [String] = []
+    /// Close the connection without answering (a cut connection).
+    var cut = false
     static let ok = TestResponse(status: 200)
+    static let cutConnection = TestResponse(status: 0, cut: true)
 }
 
 enum TestServerError: Error {
@@ -150,8 +155,10 @@ final class TestServer: @unchecked Sendable {
                 return responder
             }
             let response = respond(request)
+            if response.cut { return }
             let body = Data(response.body.utf8)
             var head = "HTTP/1.1 \(response.status) \(reason(response.status))\r\n"
+            for line in response.headers { head += line + "\r\n" }
             head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n"
             guard sendAll(fd, Data(head.utf8) + body) else { return }
         }

@@ -85,7 +85,7 @@ class PlatformLogger internal constructor(
 }
 
 /** Adapts a [Logger] to the generated callback interface, shielding Rust from its exceptions. */
-internal class LoggerBridge(private val inner: Logger) : dev.tributary.ffi.Logger {
+internal class LoggerBridge(private val inner: Logger) : dev.tributary.ffi.TributaryLogger {
     override fun log(level: LogLevel, message: String) {
         try {
             inner.log(level, message)

@@ -41,6 +41,28 @@ sealed class FlushResult {
 }
 
 /**
+ * Per-call options of the recording calls; every field is optional.
+ *
+ * @property timestampMs the event's `timestamp` (ms since the Unix epoch), for an event
+ *   that happened before it is recorded; null: now.
+ * @property context keys that replace the same top-level keys of the event's `context`.
+ * @property integrations the event's `integrations`, e.g. `mapOf("All" to false, "Mixpanel" to true)`.
+ */
+class EventOptions @JvmOverloads constructor(
+    val timestampMs: Long? = null,
+    val context: Map<String, Any?>? = null,
+    val integrations: Map<String, Any?>? = null,
+) {
+    internal companion object {
+        fun lower(options: EventOptions?): dev.tributary.ffi.EventOptions = dev.tributary.ffi.EventOptions(
+            timestampMs = options?.timestampMs,
+            contextJson = options?.context?.let { Json.encode(it) },
+            integrationsJson = options?.integrations?.let { Json.encode(it) },
+        )
+    }
+}
+
+/**
  * The base class of every error the Rust core reports; its subclasses
  * (`dev.tributary.ffi.TributaryException.InvalidConfig`, `.EventTooLarge`,
  * `.InvalidJson`, `.StorageUnavailable`, `.ShutDown`) carry the core's message,
@@ -69,8 +91,12 @@ typealias TributaryException = dev.tributary.ffi.TributaryException
 class Tributary @JvmOverloads constructor(
     config: TributaryConfig,
     private val logger: Logger? = Logger.platform(),
+    transport: dev.tributary.ffi.TributaryTransport = HttpTransport(),
 ) : AutoCloseable {
-    private val client: Client = Client(withLibraryName(config), logger?.let { LoggerBridge(it) })
+    // The core builds each request and classifies each answer; the transport
+    // (HttpURLConnection by default) only moves the bytes.
+    private val client: Client =
+        Client.withTransport(withLibraryName(config), logger?.let { LoggerBridge(it) }, transport)
 
     /**
      * A client with the usual settings: upload once [flushAt] events are
@@ -103,32 +129,77 @@ class Tributary @JvmOverloads constructor(
      * after [shutdown]) is dropped, logged and counted in [stats].
      */
     @JvmOverloads
-    fun track(event: String, properties: Map<String, Any?> = emptyMap()) = record("track") {
-        client.track(event, Json.encode(properties))
-    }
+    fun track(event: String, properties: Map<String, Any?> = emptyMap(), options: EventOptions? = null) =
+        record("track") {
+            client.trackWithOptions(event, Json.encode(properties), EventOptions.lower(options))
+        }
 
-    /** Records an `identify` event; [userId] is attached to every later event. Never throws (see [track]). */
+    /**
+     * Records an `identify` event; [userId] is attached to every later event, and [traits]
+     * are merged into the stored traits (persisted, sent in every event's `context.traits`).
+     * Never throws (see [track]).
+     */
     @JvmOverloads
-    fun identify(userId: String, traits: Map<String, Any?> = emptyMap()) = record("identify") {
-        client.identify(userId, Json.encode(traits))
-    }
+    fun identify(userId: String, traits: Map<String, Any?> = emptyMap(), options: EventOptions? = null) =
+        record("identify") {
+            client.identifyWithOptions(userId, Json.encode(traits), EventOptions.lower(options))
+        }
 
     /** Records a `screen` event. Never throws (see [track]). */
     @JvmOverloads
-    fun screen(name: String, properties: Map<String, Any?> = emptyMap()) = record("screen") {
-        client.screen(name, Json.encode(properties))
-    }
+    fun screen(name: String, properties: Map<String, Any?> = emptyMap(), options: EventOptions? = null) =
+        record("screen") {
+            client.screenWithOptions(name, Json.encode(properties), EventOptions.lower(options))
+        }
 
     /** Records a `page` event (web views, hybrid apps; native screens use [screen]). Never throws. */
     @JvmOverloads
-    fun page(name: String, properties: Map<String, Any?> = emptyMap()) = record("page") {
-        client.page(name, Json.encode(properties))
-    }
+    fun page(name: String, properties: Map<String, Any?> = emptyMap(), options: EventOptions? = null) =
+        record("page") {
+            client.pageWithOptions(name, Json.encode(properties), EventOptions.lower(options))
+        }
 
     /** Records a `group` event. Never throws (see [track]). */
     @JvmOverloads
-    fun group(groupId: String, traits: Map<String, Any?> = emptyMap()) = record("group") {
-        client.group(groupId, Json.encode(traits))
+    fun group(groupId: String, traits: Map<String, Any?> = emptyMap(), options: EventOptions? = null) =
+        record("group") {
+            client.groupWithOptions(groupId, Json.encode(traits), EventOptions.lower(options))
+        }
+
+    /**
+     * Adds super-properties, merged into the properties of every later `track`, `screen`
+     * and `page` (a property the call passes wins) and persisted. Never throws.
+     */
+    fun register(properties: Map<String, Any?>) = record("register") {
+        client.register(Json.encode(properties))
+    }
+
+    /** Removes one super-property (persisted). */
+    fun unregister(key: String) {
+        client.unregister(key)
+    }
+
+    /** The registered super-properties, as JSON object text. */
+    val superPropertiesJson: String get() = client.superProperties()
+
+    /** The traits merged from every [identify] since the last [reset], as JSON object text. */
+    val traitsJson: String get() = client.traits()
+
+    /**
+     * The current session id: the session's start in ms since the Unix epoch, sent in
+     * every event's `context.sessionId`. A session ends after `sessionTimeoutMs`
+     * (30 minutes) in the background.
+     */
+    val sessionId: Long get() = client.sessionId()
+
+    /** Reports that the app came to the foreground (done for you by the Android setup). */
+    fun appForegrounded() {
+        client.appForegrounded()
+    }
+
+    /** Reports that the app went to the background (done for you by the Android setup). */
+    fun appBackgrounded() {
+        client.appBackgrounded()
     }
 
     /** Records an `alias` event from the current id to [newId], which becomes the user id. Never throws. */
@@ -178,7 +249,7 @@ class Tributary @JvmOverloads constructor(
     fun flushBlocking(timeoutMs: Long): FlushResult =
         FlushResult.from(client.flushBlocking(positiveOrZero("timeoutMs", timeoutMs).toULong()))
 
-    /** Forgets the user id and traits and starts a new anonymous id. */
+    /** Forgets the user id, traits, super-properties and session, and starts a new anonymous id. */
     fun reset() {
         client.reset()
     }
@@ -203,6 +274,11 @@ class Tributary @JvmOverloads constructor(
         client.setContext(context)
     }
 
+    /** Replaces the device context copied into every later event (plain Java types). */
+    fun setContext(context: AppContext) {
+        client.setContext(context.lower())
+    }
+
     /** Replaces the write key and resumes uploads paused by a 401 or 403. */
     fun setWriteKey(writeKey: String) {
         client.setWriteKey(writeKey)
@@ -225,17 +301,75 @@ class Tributary @JvmOverloads constructor(
      * [timeoutMs]; events not delivered stay on disk for the next client.
      */
     @JvmOverloads
-    fun shutdown(timeoutMs: Long = 0): FlushResult =
-        FlushResult.from(client.shutdown(positiveOrZero("timeoutMs", timeoutMs).toULong()))
+    fun shutdown(timeoutMs: Long = 0): FlushResult {
+        hooks?.stop()
+        return FlushResult.from(client.shutdown(positiveOrZero("timeoutMs", timeoutMs).toULong()))
+    }
 
     /** [shutdown] without a last upload: queued events stay on disk. */
     override fun close() {
         shutdown(0)
     }
 
-    private companion object {
-        const val LIBRARY_NAME = "tributary-kotlin"
-        const val LIBRARY_VERSION = "0.1.0"
+    /** The hooks [setup] registered, stopped by [shutdown]. */
+    @Volatile internal var hooks: PlatformHooks? = null
+
+    /**
+     * For the scheduled upload job: uploads what is queued, waiting up to [timeoutMs]
+     * (call it on a background thread), and says whether everything was delivered.
+     */
+    fun runScheduledUpload(timeoutMs: Long): Boolean =
+        flushBlocking(timeoutMs) == FlushResult.Delivered || stats().queuedEvents == 0uL
+
+    companion object {
+        private const val LIBRARY_NAME = "tributary-kotlin"
+        private const val LIBRARY_VERSION = "0.1.0"
+
+        @Volatile private var current: Tributary? = null
+
+        /**
+         * The client made by the last [setup], for components the system starts on its
+         * own (the scheduled upload job); null before setup.
+         */
+        @JvmStatic
+        val shared: Tributary? get() = current
+
+        /**
+         * Creates the process's client and registers the platform hooks: connectivity,
+         * the app lifecycle (sessions, a flush and a scheduled upload on going to the
+         * background, optional lifecycle events) and the automatic context. The Android
+         * overload `Tributary.setup(context, writeKey, endpoint) { … }` builds [platform]
+         * itself.
+         *
+         * Returns at once: no network I/O, and the queue is opened on the SDK's thread.
+         *
+         * @throws IllegalArgumentException or [TributaryException] for a configuration
+         *   that cannot work (an empty write key, a non-http endpoint, a zero flushAt).
+         */
+        @JvmStatic
+        @JvmOverloads
+        fun setup(platform: Platform, writeKey: String, endpoint: String, options: Options = Options()): Tributary {
+            val tributary = Tributary(
+                options.config(endpoint, writeKey, platform.storageDir),
+                options.logger,
+                options.transport,
+            )
+            val hooks = PlatformHooks(
+                tributary,
+                options.uploadScheduler?.let {
+                    Platform(platform.storageDir, platform.context, platform.connectivity, platform.lifecycle, it)
+                } ?: platform,
+                options.trackLifecycleEvents,
+            )
+            tributary.hooks = hooks
+            hooks.start()
+            current = tributary
+            return tributary
+        }
+
+        /** [setup] with the options set in a block: `setup(platform, key, url) { flushAt = 10 }`. */
+        fun setup(platform: Platform, writeKey: String, endpoint: String, configure: Options.() -> Unit): Tributary =
+            setup(platform, writeKey, endpoint, Options().apply(configure))
 
         /** Reports this layer in `context.library` unless the app chose its own name. */
         fun withLibraryName(config: TributaryConfig): TributaryConfig =

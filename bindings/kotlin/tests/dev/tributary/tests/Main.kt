@@ -16,7 +16,7 @@ private const val TEST_TIMEOUT_S = 90L
  * and exits 1 if any failed. The closing line is `kotlin: N passed, M failed`.
  */
 fun main(args: Array<String>) {
-    val all = JsonTests.cases() + LoggerTests.cases() + ClientTests.cases()
+    val all = JsonTests.cases() + LoggerTests.cases() + ClientTests.cases() + TransportTests.cases() + PlatformTests.cases()
     val selected = if (args.isEmpty()) all else all.filter { t -> args.any { t.name.contains(it) } }
     val pool = Executors.newCachedThreadPool { r -> Thread(r, "test").apply { isDaemon = true } }
     var passed = 0

@@ -43,6 +43,8 @@ stage "setup: npm packages for the browser test (playwright-core, analytics-next
 
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
+# rustdoc on every public item, with no broken or private intra-doc link.
+stage "cargo doc -D warnings" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 # S3 tests must not skip here: the venv above provides moto's server. Nor the
 # browser and MQTT tests: setup-apt.sh installs chromium and mosquitto,
 # setup-web.sh the npm packages.

@@ -93,7 +93,7 @@ pub struct StoreArgs {
     #[arg(long, env = "TRIBUTARY_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Where objects go: `file:///abs/path` or `s3://bucket/prefix`
-    /// [default: file://<data-dir>/objects]. For S3, region and credentials come from
+    /// (default: `file://<data-dir>/objects`). For S3, region and credentials come from
     /// the usual AWS_* environment variables.
     #[arg(long, env = "TRIBUTARY_STORAGE", value_name = "URL")]
     pub storage: Option<String>,
@@ -118,7 +118,7 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     /// Accepted write key, `KEY` or `KEY=SOURCE_NAME`; repeat for several (the
     /// environment variable takes a comma-separated list). Without any, a key is
-    /// generated on first start, printed, and kept in <data-dir>/write-key (mode 0600).
+    /// generated on first start, printed, and kept in `<data-dir>/write-key` (mode 0600).
     #[arg(
         long = "write-key",
         env = "TRIBUTARY_WRITE_KEY",
@@ -231,7 +231,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIBUTARY_MQTT_PASSWORD", value_name = "PASSWORD")]
     pub mqtt_password: Option<String>,
     /// MQTT client id, which names the persistent session; must differ per
-    /// server [default: generated at first start, kept in <data-dir>/mqtt-client-id].
+    /// server (default: generated at first start, kept in `<data-dir>/mqtt-client-id`).
     #[arg(long, env = "TRIBUTARY_MQTT_CLIENT_ID", value_name = "ID")]
     pub mqtt_client_id: Option<String>,
     /// Share the subscription among servers: subscribe to `$share/GROUP/FILTER`,

@@ -4,9 +4,9 @@
 //!
 //! Stages, each depending only on the ones below it and on their traits:
 //!
-//! * [`http`](crate::http) (private): the front-end: routes, auth, body
+//! * `http` (private): the front-end: routes, auth, body
 //!   decoding, validation and enrichment, idempotency answers, the accept loop;
-//!   it appends to a [`log::Broker`];
+//!   it appends to a `log::Broker`;
 //! * `log`: the durable log behind the `Broker` / `LogReader` traits (the seam a
 //!   message broker plugs into), and its local implementation with group commit;
 //! * `writer`: log → dedupe → partition buffers → objects, with its committer

@@ -117,7 +117,7 @@ pub const STATE_FILE: &str = "state.sqlite";
 /// An object whose upload was started but not committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {
-    /// Object path relative to the store root (see [`crate::storage`]).
+    /// Object path relative to the store root (see `crate::storage`).
     pub path: String,
     /// First log offset in the object.
     pub first: u64,
@@ -344,7 +344,7 @@ impl StateDb {
     /// beside the server, or the other way round) committed those events first,
     /// after this one's lookup. The same transaction records a rewrite of `path`
     /// without them ([`StateDb::pending_rewrites`]), which the caller then carries
-    /// out ([`crate::writer::rewrite`]): of two racing copies, the one committed second is
+    /// out (`crate::writer::rewrite`): of two racing copies, the one committed second is
     /// removed, so each event stays stored once.
     pub fn commit_object(
         &mut self,

@@ -17,7 +17,7 @@ use super::{Cluster, MAX_MESSAGE_BYTES, encode_events, hex};
 use crate::log::{Answers, Broker, EventRecord, IdempotencyRecord, LogError, Record, StoredAnswer};
 use crate::state::MessageKey;
 
-/// [`Broker`] over NATS JetStream.
+/// `Broker` over NATS JetStream.
 pub struct NatsBroker {
     cluster: Arc<Cluster>,
     rt: Handle,
@@ -174,7 +174,7 @@ fn decode_answer(b: &[u8]) -> Option<(i64, StoredAnswer)> {
     ))
 }
 
-/// [`Answers`] in the deployment's KV bucket.
+/// `Answers` in the deployment's KV bucket.
 pub struct KvAnswers(pub Arc<Cluster>);
 
 impl Answers for KvAnswers {

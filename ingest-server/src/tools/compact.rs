@@ -30,7 +30,7 @@
 //!
 //! Each step is durable before the next, power loss included: S3 writes and deletes are;
 //! on the local store every `put` `fsync`s the file and its directories (see
-//! [`crate::storage`]), and the input deletes are made durable
+//! `crate::storage`), and the input deletes are made durable
 //! ([`ObjectSink::sync_deletes`]) before the intent goes, so the intent never vanishes
 //! while an input could come back.
 //!
@@ -40,7 +40,7 @@
 //! after the next run, each event in exactly one object. Between steps 2 and 3 a reader
 //! can see an event twice; that window is as short as the deletes.
 //!
-//! The output name is `c-<first>-<last>-<hash>.<ext>` (see [`crate::storage`]): the log
+//! The output name is `c-<first>-<last>-<hash>.<ext>` (see `crate::storage`): the log
 //! range covered by the inputs and a hash of the sorted input names, so a rerun of the
 //! same group writes the same object and never a second copy. Only one `compact` may
 //! run at a time against one storage root.

@@ -16,7 +16,7 @@
 //!
 //! An event whose `(source, messageId)` is in the dedupe index of `<data-dir>/state.sqlite`
 //! (or earlier in the same run) is skipped. Each object goes through the writer's
-//! protocol ([`crate::state`]): record an intent, upload `i-<hash>-<n>.<ext>` (hash of
+//! protocol (`crate::state`): record an intent, upload `i-<hash>-<n>.<ext>` (hash of
 //! the object's dedupe keys), then commit the keys and drop the intent in one
 //! transaction. A crash leaves at most an intent; the next `import` (or the server's
 //! start-up) settles it: if the object exists its keys are committed, else the intent is
@@ -26,7 +26,7 @@
 //! `import` may run while the server runs (SQLite WAL). An event that is at that
 //! moment both in the import and in the writer's open (uncommitted) object passes
 //! both lookups; whichever commits second finds its key taken and removes its copy
-//! again ([`crate::writer::rewrite`]), so it is still stored once.
+//! again (`crate::writer::rewrite`), so it is still stored once.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};

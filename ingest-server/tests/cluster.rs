@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use s3_common::{Moto, agent, free_port, signal};
 use serde_json::{Value, json};
+use tributary_test_support::{Readiness, Server, ServerSpec};
 
 const KEY: &str = "cluster-key";
 const SOURCE: &str = "app";
@@ -182,107 +183,50 @@ impl Drop for NatsCluster {
     }
 }
 
-/// A role of the `ingest-server` binary (`serve` or `write`), killed when dropped.
+/// A role of the `ingest-server` binary (`serve` or `write`), started by the
+/// shared harness (ready when `/ready` answers 200 from this very process),
+/// killed when dropped.
 struct Role {
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
+    server: Server,
     url: String,
 }
 
 impl Role {
-    /// Starts `ingest-server <args> --listen 127.0.0.1:PORT` and waits for
-    /// `/ready`; another port is tried if the process dies (port taken).
+    /// Starts `ingest-server <args>`; `args[0]` is the role.
     fn start(args: Vec<String>, log: PathBuf) -> Self {
-        let mut role = Role {
-            args,
-            log,
-            child: None,
-            url: String::new(),
-        };
-        role.restart();
-        role
+        let (role, rest) = args.split_first().expect("a role");
+        let server = ServerSpec::new(env!("CARGO_BIN_EXE_ingest-server"))
+            .command([role])
+            .args(rest)
+            .env("RUST_LOG", "info")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .log_file(log)
+            .readiness(Readiness::http("/ready"))
+            .start()
+            .unwrap_or_else(|e| panic!("{args:?} did not start: {e}"));
+        let url = server.url().expect("an HTTP role");
+        Role { server, url }
     }
 
     fn restart(&mut self) {
-        for _ in 0..5 {
-            let port = free_port();
-            let out = std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(&self.log)
-                .unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
-                .args(&self.args)
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .env("RUST_LOG", "info")
-                .envs([
-                    ("AWS_ACCESS_KEY_ID", "test"),
-                    ("AWS_SECRET_ACCESS_KEY", "test"),
-                    ("AWS_REGION", "us-east-1"),
-                ])
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .expect("spawn ingest-server");
-            self.child = Some(child);
-            self.url = format!("http://127.0.0.1:{port}");
-            if self.wait_ready(Duration::from_secs(60)) {
-                return;
-            }
-            // Alive but not ready is a failure; dead (the port was taken) is retried.
-            let alive = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
-            self.kill();
-            assert!(
-                !alive,
-                "{:?} is not ready after 60 s; log:\n{}",
-                self.args,
-                self.log_tail()
-            );
-        }
-        panic!("{:?} did not start; log:\n{}", self.args, self.log_tail());
-    }
-
-    fn wait_ready(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let agent = agent();
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return false;
-            }
-            if let Ok(r) = agent.get(format!("{}/ready", self.url)).call()
-                && r.status() == 200
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
+        self.server
+            .restart()
+            .unwrap_or_else(|e| panic!("restart failed: {e}\n{}", self.log_tail()));
+        self.url = self.server.url().expect("an HTTP role");
     }
 
     fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.server.pid().expect("running")
     }
 
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.server.kill();
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(6000);
-        text.get(start..).unwrap_or(&text).to_string()
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        self.kill();
+        self.server.log_tail(6000)
     }
 }
 

@@ -143,6 +143,9 @@ async fn balance(ctx: &Arc<Ctx>, held: &mut HashMap<u32, Held>, observed: &mut O
         }
     }
     for p in lost {
+        observed
+            .cooldown
+            .insert(p, Instant::now() + Duration::from_secs(1));
         if let Some(h) = held.remove(&p) {
             h.task.abort();
             if let Ok(Err(e)) = h.task.await {
@@ -175,7 +178,12 @@ async fn balance(ctx: &Arc<Ctx>, held: &mut HashMap<u32, Held>, observed: &mut O
         if held.len() >= share {
             break;
         }
-        if held.contains_key(&p) {
+        if held.contains_key(&p)
+            || observed
+                .cooldown
+                .get(&p)
+                .is_some_and(|until| Instant::now() < *until)
+        {
             continue;
         }
         if let Some(rev) = try_take(ctx, p, observed).await {
@@ -220,13 +228,18 @@ async fn release(ctx: &Arc<Ctx>, p: u32, h: Held) {
 /// entry whose revision has not moved for a lease is stale: its writer is dead
 /// or paused. Measured on this writer's monotonic clock, so clock skew between
 /// machines does not matter (and KV entries need no time to live).
+/// Also: partitions whose writer failed, not taken again before a moment has
+/// passed (a store that keeps failing is not retried in a tight loop).
 #[derive(Default)]
-struct Observed(HashMap<String, (u64, Instant)>);
+struct Observed {
+    seen: HashMap<String, (u64, Instant)>,
+    cooldown: HashMap<u32, Instant>,
+}
 
 impl Observed {
     fn stale(&mut self, key: &str, revision: u64, lease: Duration) -> bool {
         let now = Instant::now();
-        let seen = self.0.entry(key.to_string()).or_insert((revision, now));
+        let seen = self.seen.entry(key.to_string()).or_insert((revision, now));
         if seen.0 != revision {
             *seen = (revision, now);
         }

@@ -24,13 +24,6 @@ use std::time::{Duration, Instant};
 
 use load::*;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let seconds: u64 = env_or("BENCH_SECONDS", 8);
     let connections: usize = env_or("BENCH_CONNECTIONS", 32);

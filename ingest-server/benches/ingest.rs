@@ -44,13 +44,6 @@ mod load;
 use load::*;
 const BASELINE_ENV: &str = "TRIBUTARY_BENCH_BASELINE_PORT";
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     if let Ok(port) = std::env::var(BASELINE_ENV) {
         baseline_server(port.parse().expect("baseline port"));

@@ -562,9 +562,9 @@ fn duckdb_agrees(venv: &Path, moto: &Moto, dir: &Path, acked: usize) {
         .enable_all()
         .build()
         .unwrap();
-    let objects = rt.block_on(raw_objects(&store));
-    for (path, bytes) in objects {
-        let file = local.join(path);
+    let objects = rt.block_on(s3_common::raw_objects(&store, None));
+    for (meta, _, bytes) in objects {
+        let file = local.join(meta.location.as_ref());
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(file, bytes).unwrap();
     }
@@ -592,29 +592,6 @@ fn duckdb_agrees(venv: &Path, moto: &Moto, dir: &Path, acked: usize) {
         "DuckDB sees {} rows for {acked} acknowledged ids",
         nums[0]
     );
-}
-
-/// Every data object of `store`: (path, bytes).
-async fn raw_objects(store: &dyn object_store::ObjectStore) -> Vec<(String, Vec<u8>)> {
-    use futures::TryStreamExt;
-    use object_store::ObjectStoreExt;
-    let metas: Vec<object_store::ObjectMeta> = store.list(None).try_collect().await.unwrap();
-    let mut out = Vec::new();
-    for meta in metas {
-        let path = meta.location.to_string();
-        if !path.ends_with(".ndjson.gz") {
-            continue;
-        }
-        let bytes = store
-            .get(&meta.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        out.push((path, bytes.to_vec()));
-    }
-    out
 }
 
 /// One front-end, one writer on a single JetStream node: a broker that stops

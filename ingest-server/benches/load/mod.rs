@@ -14,6 +14,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
+/// A knob from the environment, or its default.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Events per batch.
 pub const EVENTS_PER_BATCH: usize = 100;
 /// The write key the load sends (`Basic` auth), mapped to source `bench`.

@@ -200,15 +200,8 @@ impl Importer<'_> {
         Ok(())
     }
 
-    async fn load_file(&mut self, file: &PathBuf) -> anyhow::Result<()> {
-        let handle =
-            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-        let reader: Box<dyn Read> = if file.extension().is_some_and(|e| e == "gz") {
-            Box::new(flate2::read::MultiGzDecoder::new(handle))
-        } else {
-            Box::new(handle)
-        };
-        let reader = BufReader::with_capacity(1 << 20, reader);
+    async fn load_file(&mut self, file: &std::path::Path) -> anyhow::Result<()> {
+        let reader = open_lines(file)?;
         for (index, line) in reader.split(b'\n').enumerate() {
             let line = line.with_context(|| format!("cannot read {}", file.display()))?;
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -329,6 +322,18 @@ impl Importer<'_> {
     }
 }
 
+/// A buffered reader of an NDJSON file, decompressed if it ends in `.gz`.
+fn open_lines(file: &std::path::Path) -> anyhow::Result<BufReader<Box<dyn Read>>> {
+    let handle =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let reader: Box<dyn Read> = if file.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(handle))
+    } else {
+        Box::new(handle)
+    };
+    Ok(BufReader::with_capacity(1 << 20, reader))
+}
+
 /// Parses one line and fills what the store needs: (source, messageId,
 /// receivedAt ms, the completed event).
 fn complete_line(
@@ -380,18 +385,8 @@ async fn run_distributed(args: &Args, cluster: ClusterConfig) -> anyhow::Result<
     let cluster = Cluster::connect(cluster, window).await?;
     let (mut published, mut invalid) = (0u64, 0u64);
     for file in &args.files {
-        let handle =
-            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-        let reader: Box<dyn Read> = if file.extension().is_some_and(|e| e == "gz") {
-            Box::new(flate2::read::MultiGzDecoder::new(handle))
-        } else {
-            Box::new(handle)
-        };
         let mut batch = Vec::new();
-        for (index, line) in BufReader::with_capacity(1 << 20, reader)
-            .split(b'\n')
-            .enumerate()
-        {
+        for (index, line) in open_lines(file)?.split(b'\n').enumerate() {
             let line = line.with_context(|| format!("cannot read {}", file.display()))?;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;

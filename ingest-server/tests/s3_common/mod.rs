@@ -298,19 +298,23 @@ pub fn track(message_id: &str, padding: &str) -> Value {
     })
 }
 
-/// Every event of every object in `store` under `prefix`, decoded by its file extension.
-/// Returns (object path, events) pairs.
-pub async fn read_objects(
+/// Every data object in `store` under `prefix`, as stored: (meta, format, bytes).
+/// Objects that are not data (intents, markers, key files) are left out.
+pub async fn raw_objects(
     store: &dyn object_store::ObjectStore,
     prefix: Option<&object_store::path::Path>,
-) -> Vec<(object_store::ObjectMeta, Vec<Value>)> {
+) -> Vec<(
+    object_store::ObjectMeta,
+    ingest_server::format::Format,
+    bytes::Bytes,
+)> {
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let metas: Vec<object_store::ObjectMeta> = store.list(prefix).try_collect().await.unwrap();
     let mut out = Vec::new();
     for meta in metas {
         let Some(format) = ingest_server::format::Format::from_path(meta.location.as_ref()) else {
-            continue; // not a data object (e.g. an intent or marker)
+            continue;
         };
         let bytes = store
             .get(&meta.location)
@@ -319,12 +323,27 @@ pub async fn read_objects(
             .bytes()
             .await
             .unwrap();
-        let events = format
-            .decode(&bytes)
-            .unwrap_or_else(|e| panic!("decode {}: {e}", meta.location));
-        out.push((meta, events));
+        out.push((meta, format, bytes));
     }
     out
+}
+
+/// Every event of every object in `store` under `prefix`, decoded by its file extension.
+/// Returns (object path, events) pairs.
+pub async fn read_objects(
+    store: &dyn object_store::ObjectStore,
+    prefix: Option<&object_store::path::Path>,
+) -> Vec<(object_store::ObjectMeta, Vec<Value>)> {
+    raw_objects(store, prefix)
+        .await
+        .into_iter()
+        .map(|(meta, format, bytes)| {
+            let events = format
+                .decode(&bytes)
+                .unwrap_or_else(|e| panic!("decode {}: {e}", meta.location));
+            (meta, events)
+        })
+        .collect()
 }
 
 /// Asserts that every id in `expected` appears exactly once among `events`' messageIds,

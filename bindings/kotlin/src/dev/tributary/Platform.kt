@@ -25,7 +25,7 @@ data class AppContext @JvmOverloads constructor(
     val screenHeight: Int? = null,
     val screenDensity: Double? = null,
 ) {
-    internal fun lower(): DeviceContext = DeviceContext(
+    internal fun lower(): dev.tributary.ffi.DeviceContext = dev.tributary.ffi.DeviceContext(
         appName = appName, appVersion = appVersion, appBuild = appBuild, appNamespace = appNamespace,
         deviceManufacturer = deviceManufacturer, deviceModel = deviceModel, deviceType = deviceType,
         osName = osName, osVersion = osVersion, locale = locale, timezone = timezone,
@@ -159,10 +159,10 @@ class Options {
             endpoint = endpoint,
             writeKey = writeKey,
             storageDir = storageDir.absolutePath,
-            flushAt = flushAt.toUInt(),
-            flushIntervalMs = flushIntervalMs.toULong(),
-            maxQueueBytes = maxQueueBytes.toULong(),
-            sessionTimeoutMs = sessionTimeoutMs.toULong(),
+            flushAt = flushAt,
+            flushIntervalMs = flushIntervalMs,
+            maxQueueBytes = maxQueueBytes,
+            sessionTimeoutMs = sessionTimeoutMs,
         )
     }
 }
@@ -232,7 +232,7 @@ internal class PlatformHooks(
     fun refreshContext() {
         val source = platform.context ?: return
         try {
-            tributary.setContext(source.collect().lower())
+            tributary.setContext(source.collect())
         } catch (e: Exception) {
             // A context source must never break the app; the events go without it.
         }

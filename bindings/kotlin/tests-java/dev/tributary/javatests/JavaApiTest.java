@@ -5,7 +5,9 @@ import dev.tributary.EventOptions;
 import dev.tributary.FlushResult;
 import dev.tributary.Options;
 import dev.tributary.Platform;
+import dev.tributary.Stats;
 import dev.tributary.Tributary;
+import dev.tributary.TributaryConfig;
 import java.io.File;
 import java.io.OutputStream;
 import java.net.InetSocketAddress;
@@ -73,11 +75,31 @@ public final class JavaApiTest {
             check(all.contains("\"source\":\"java\""), "the super-property reached the server");
             check(all.contains("\"timestamp\":\"2023-11-14T22:13:20.123Z\""), "the per-call timestamp");
             check(all.contains("\"userId\":\"java-user\""), "identify");
-            // Stats is still the FFI record, whose ULong counters Java cannot call by name.
+            // Stats as Java sees it: plain long counters, called by name.
+            Stats stats = tributary.stats();
+            long uploaded = stats.getUploadedEvents();
+            check(uploaded == 4L, "stats().getUploadedEvents() is a long: " + uploaded);
+            check(stats.getQueuedEvents() == 0L, "stats().getQueuedEvents() == 0: " + stats);
+            check(stats.getRecordedEvents() == 4L, "stats().getRecordedEvents() == 4: " + stats);
+            check(stats.getLastError() == null, "no error: " + stats.getLastError());
             tributary.shutdown();
-            // Never throws, even after shutdown.
+            // Never throws, even after shutdown, and the drop is counted.
             tributary.track("After shutdown");
-            check(true, "track after shutdown did not throw");
+            check(tributary.stats().getDroppedShutdown() == 1L,
+                "track after shutdown did not throw and was counted: " + tributary.stats());
+
+            // A full configuration from Java: plain int/long settings, the core's defaults.
+            File dir2 = Files.createTempDirectory("tributary-java-config").toFile();
+            TributaryConfig config = new TributaryConfig(endpoint, "java-key", dir2.getAbsolutePath(), 1, 3_600_000L);
+            check(new TributaryConfig(endpoint, "k", "d").getFlushAt() == 20, "the core's default flushAt");
+            check(new TributaryConfig(endpoint, "k", "d").getMaxQueueBytes() == 20_000_000L,
+                "the core's default maxQueueBytes");
+            Tributary configured = new Tributary(config, null);
+            configured.track("Configured From Java");
+            FlushResult configuredResult = configured.flushBlocking(10_000L);
+            check(configuredResult == FlushResult.Delivered.INSTANCE, "flushAt=1 from Java delivered: " + configuredResult);
+            check(configured.stats().getUploadedEvents() == 1L, "one event uploaded: " + configured.stats());
+            configured.close();
 
             boolean refused;
             try {

@@ -142,12 +142,12 @@ private fun config(endpoint: String, dir: java.io.File) = TributaryConfig(
     endpoint = endpoint,
     writeKey = "wk",
     storageDir = dir.absolutePath,
-    flushAt = 1000u,
-    flushIntervalMs = 3_600_000uL,
-    retryBaseDelayMs = 20uL,
-    retryMaxDelayMs = 200uL,
-    connectTimeoutMs = 2_000uL,
-    requestTimeoutMs = 5_000uL,
+    flushAt = 1000,
+    flushIntervalMs = 3_600_000L,
+    retryBaseDelayMs = 20L,
+    retryMaxDelayMs = 200L,
+    connectTimeoutMs = 2_000L,
+    requestTimeoutMs = 5_000L,
 )
 
 private fun withTributary(server: RawServer, body: (Tributary) -> Unit) {
@@ -210,7 +210,7 @@ object TransportTests {
                     val waitedMs = (seen[2].atNanos - seen[1].atNanos) / 1_000_000
                     assertTrue(waitedMs >= 950, "Retry-After honoured, waited $waitedMs ms")
                     assertEquals("Checkout", seen[2].events().single()["event"])
-                    assertEquals(2L, client.stats().retries.toLong())
+                    assertEquals(2L, client.stats().retries)
                 }
             }
         },

@@ -41,9 +41,7 @@ public final class Tributary: Sendable {
     ///   - logger: receives the core's log messages, from its background threads.
     ///     The default routes them to os_log on Apple platforms and to standard output
     ///     elsewhere; pass `nil` for silence.
-    /// - Throws: ``TributaryError/InvalidConfig(message:)`` naming the bad field, or
-    ///   ``TributaryError/StorageUnavailable(message:)`` when the directory cannot be used
-    ///   (for example because another client holds it).
+    /// - Throws: ``TributaryError/invalidConfig(message:)`` naming the bad field.
     ///   - transport: sends the core's requests; ``URLSessionTransport`` by default. The
     ///     core builds each request and classifies each answer; the transport only moves bytes.
     public init(
@@ -51,7 +49,9 @@ public final class Tributary: Sendable {
         logger: (any TributaryLogger)? = SystemLogger(),
         transport: any TributaryTransport = URLSessionTransport()
     ) throws {
-        client = try Client.withTransport(config: config, logger: logger, transport: transport)
+        client = try TributaryError.mapping {
+            try Client.withTransport(config: config, logger: logger, transport: TransportAdapter(transport))
+        }
         self.logger = logger
     }
 
@@ -226,7 +226,7 @@ public final class Tributary: Sendable {
     private func record(_ call: String, _ body: () throws -> Void) {
         do {
             try body()
-        } catch is TributaryError {
+        } catch is FfiTributaryError {
             // Logged and counted in Stats by the core.
         } catch {
             logger?.log(level: .error, message: "\(call) dropped an event after an internal error: \(error)")
@@ -283,7 +283,7 @@ public final class Tributary: Sendable {
 
     /// Replaces the write key, and resumes uploads paused by a 401 or 403.
     public func setWriteKey(_ writeKey: String) throws {
-        try client.setWriteKey(writeKey: writeKey)
+        try TributaryError.mapping { try client.setWriteKey(writeKey: writeKey) }
     }
 
     // MARK: Identity and consent

@@ -220,6 +220,14 @@ public final class Tributary: Sendable {
         client.appBackgrounded()
     }
 
+    /// Reports the app's version at launch to the core, which records `Application
+    /// Installed` or `Application Updated` (when `trackLifecycleEvents`) against the
+    /// version in its state file. It may wait up to 2 s for that file: the setup calls it
+    /// on its lifecycle queue, never on the main thread.
+    func appLaunched(version: String, build: String?, trackLifecycleEvents: Bool) {
+        client.appLaunched(version: version, build: build, trackLifecycleEvents: trackLifecycleEvents)
+    }
+
     /// Runs one recording call without letting an error reach the app. The core has
     /// already logged and counted what it refused (a ``TributaryError``); anything else
     /// is a bug, reported to the logger here.

@@ -181,8 +181,8 @@ internal class PlatformHooks(
     @Volatile private var foregroundedOnce = false
 
     /**
-     * Runs the lifecycle work in order, off the caller's (main) thread: the install
-     * check reads a small file, and `Application Installed` must come before
+     * Runs the lifecycle work in order, off the caller's (main) thread: the core's install
+     * check may wait for its state file, and `Application Installed` must come before
      * `Application Opened`.
      */
     private val worker = java.util.concurrent.Executors.newSingleThreadExecutor { r ->
@@ -214,7 +214,7 @@ internal class PlatformHooks(
 
     fun start() {
         refreshContext()
-        if (trackLifecycleEvents) later { installOrUpdateEvent() }
+        later { reportLaunch() }
         platform.connectivity?.start { online ->
             tributary.setNetworkAvailable(online)
             // The network type may have changed (Wi-Fi, cellular).
@@ -260,34 +260,14 @@ internal class PlatformHooks(
         }
     }
 
-    /** `Application Installed` on the first run, `Application Updated` when the version changed. */
-    private fun installOrUpdateEvent() {
+    /**
+     * Reports the app's version to the core, which tells an install from an update
+     * (against its state file) and records `Application Installed`/`Updated` when
+     * lifecycle events are on. On the hook thread: the core may wait briefly for its state file.
+     */
+    private fun reportLaunch() {
         val context = platform.context?.let { runCatching { it.collect() }.getOrNull() } ?: return
         val version = context.appVersion ?: return
-        val build = context.appBuild
-        val file = File(platform.storageDir, "tributary.app-version")
-        val previous = runCatching { file.readText().lines() }.getOrNull()
-        val current = listOf(version, build ?: "")
-        if (previous == null) {
-            tributary.track("Application Installed", mapOf("version" to version, "build" to build))
-        } else if (previous.take(2) != current) {
-            tributary.track(
-                "Application Updated",
-                mapOf(
-                    "previous_version" to previous.getOrNull(0),
-                    "previous_build" to previous.getOrNull(1)?.ifEmpty { null },
-                    "version" to version,
-                    "build" to build,
-                ),
-            )
-        } else {
-            return
-        }
-        runCatching {
-            platform.storageDir.mkdirs()
-            val tmp = File(platform.storageDir, "tributary.app-version.tmp")
-            tmp.writeText(current.joinToString("\n"))
-            tmp.renameTo(file)
-        }
+        tributary.appLaunched(version, context.appBuild, trackLifecycleEvents)
     }
 }

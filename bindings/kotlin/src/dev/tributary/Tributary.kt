@@ -193,6 +193,20 @@ class Tributary @JvmOverloads constructor(
         client.appBackgrounded()
     }
 
+    /**
+     * Reports the app's version at launch to the core, which records `Application
+     * Installed` or `Application Updated` (when [trackLifecycleEvents]) against the
+     * version in its state file. It may wait up to 2 s for that file: the setup calls it
+     * on its hook thread, never on the main thread.
+     */
+    internal fun appLaunched(version: String, build: String?, trackLifecycleEvents: Boolean) {
+        try {
+            client.appLaunched(version, build, trackLifecycleEvents)
+        } catch (e: Exception) {
+            // The core never fails here; a binding error must not reach the app either.
+        }
+    }
+
     /** Records an `alias` event from the current id to [newId], which becomes the user id. Never throws. */
     fun alias(newId: String) = record("alias") {
         client.alias(newId)

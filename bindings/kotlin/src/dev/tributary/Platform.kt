@@ -127,7 +127,7 @@ class Options {
     fun uploadScheduler(value: UploadScheduler?) = apply { uploadScheduler = value }
 
     /** Sends the uploads; [HttpTransport] (HttpURLConnection) by default. */
-    var transport: dev.tributary.ffi.TributaryTransport = HttpTransport()
+    var transport: Transport = HttpTransport()
 
     /** Chaining setter for Java: `new Options().flushAt(10).trackLifecycleEvents(true)`. */
     fun flushAt(value: Int) = apply { flushAt = value }
@@ -148,7 +148,7 @@ class Options {
     fun logger(value: Logger?) = apply { logger = value }
 
     /** Chaining setter for Java. */
-    fun transport(value: dev.tributary.ffi.TributaryTransport) = apply { transport = value }
+    fun transport(value: Transport) = apply { transport = value }
 
     internal fun config(endpoint: String, writeKey: String, storageDir: File): TributaryConfig {
         require(flushAt > 0) { "flushAt must be at least 1, got $flushAt" }

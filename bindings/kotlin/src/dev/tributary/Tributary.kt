@@ -82,12 +82,12 @@ typealias TributaryException = dev.tributary.ffi.TributaryException
 class Tributary @JvmOverloads constructor(
     config: TributaryConfig,
     private val logger: Logger? = Logger.platform(),
-    transport: dev.tributary.ffi.TributaryTransport = HttpTransport(),
+    transport: Transport = HttpTransport(),
 ) : AutoCloseable {
     // The core builds each request and classifies each answer; the transport
     // (HttpURLConnection by default) only moves the bytes.
     private val client: Client =
-        Client.withTransport(config.lower(), logger?.let { LoggerBridge(it) }, transport)
+        Client.withTransport(config.lower(), logger?.let { LoggerBridge(it) }, TransportBridge(transport))
 
     /**
      * A client with the usual settings: upload once [flushAt] events are

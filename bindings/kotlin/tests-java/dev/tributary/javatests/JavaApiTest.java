@@ -3,11 +3,15 @@ package dev.tributary.javatests;
 import com.sun.net.httpserver.HttpServer;
 import dev.tributary.EventOptions;
 import dev.tributary.FlushResult;
+import dev.tributary.HttpRequest;
+import dev.tributary.HttpResponse;
+import dev.tributary.HttpTransport;
 import dev.tributary.Options;
 import dev.tributary.Platform;
 import dev.tributary.Stats;
 import dev.tributary.Tributary;
 import dev.tributary.TributaryConfig;
+import dev.tributary.TransportException;
 import java.io.File;
 import java.io.OutputStream;
 import java.net.InetSocketAddress;
@@ -94,11 +98,24 @@ public final class JavaApiTest {
             check(new TributaryConfig(endpoint, "k", "d").getFlushAt() == 20, "the core's default flushAt");
             check(new TributaryConfig(endpoint, "k", "d").getMaxQueueBytes() == 20_000_000L,
                 "the core's default maxQueueBytes");
-            Tributary configured = new Tributary(config, null);
+            // A transport written in Java: plain int status and long timeouts; it wraps
+            // the default HttpTransport, and its first attempt fails (retried by the core).
+            List<Long> timeouts = Collections.synchronizedList(new ArrayList<>());
+            HttpTransport http = new HttpTransport();
+            Tributary configured = new Tributary(config, null, (HttpRequest request) -> {
+                long timeoutMs = request.getTimeoutMs();
+                timeouts.add(timeoutMs);
+                if (timeouts.size() == 1) throw new TransportException("first attempt cut by the Java transport");
+                HttpResponse response = http.send(request);
+                int status = response.getStatus();
+                return new HttpResponse(status, response.getHeaders(), response.getBody());
+            });
             configured.track("Configured From Java");
             FlushResult configuredResult = configured.flushBlocking(10_000L);
             check(configuredResult == FlushResult.Delivered.INSTANCE, "flushAt=1 from Java delivered: " + configuredResult);
             check(configured.stats().getUploadedEvents() == 1L, "one event uploaded: " + configured.stats());
+            check(timeouts.size() == 2 && timeouts.get(0) > 0L, "the Java transport was called twice: " + timeouts);
+            check(configured.stats().getRetries() == 1L, "its failure was retried: " + configured.stats());
             configured.close();
 
             boolean refused;

@@ -57,6 +57,8 @@ BINDGEN="$CARGO_TARGET_DIR/debug/uniffi-bindgen-swift"
 META_LIB="$(lib aarch64-apple-darwin dylib)" # unstripped, carries the UniFFI metadata
 rm -rf "$PKG/Sources/Tributary/Generated"
 "$BINDGEN" -c "$PKG/uniffi.toml" "$META_LIB" "$PKG/Sources/Tributary/Generated" --swift-sources
+# The generated errors become internal; the public ones are hand-written (Errors.swift).
+"$REPO/scripts/swift-internal-errors.sh" "$PKG/Sources/Tributary/Generated"
 # Headers go in a TributaryFFI/ subfolder so the module map does not collide with
 # other XCFrameworks' module maps in Xcode's shared include directory.
 HEADERS="$WORK/include/TributaryFFI"

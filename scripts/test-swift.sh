@@ -55,6 +55,8 @@ rm -rf "$PKG/Sources/TributaryFFI" "$PKG/Sources/Tributary/Generated"
     --headers --modulemap --module-name TributaryFFI --modulemap-filename module.modulemap
   "$BINDGEN" -c "$PKG/uniffi.toml" "$LIB" "$PKG/Sources/Tributary/Generated" --swift-sources
 )
+# The generated errors become internal; the public ones are hand-written (Errors.swift).
+"$REPO/scripts/swift-internal-errors.sh" "$PKG/Sources/Tributary/Generated"
 
 # Mount what the root needs, at the same absolute paths as on the host, and always
 # unmount (deepest first) however this script ends.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::{self, Fields, Identity, Kind};
 use crate::logger::Log;
-use crate::profile::{Change, Held};
+use crate::profile::{AppVersion, Change, Held, Launch};
 use crate::shared::{Counters, Shared, Signals, lock};
 use crate::state::{Reservation, StateFile};
 use crate::store::Store;
@@ -68,6 +68,9 @@ impl Resolved {
         })
     }
 }
+
+/// How long [`Client::app_launched`] waits for the state file.
+const APP_LAUNCH_STATE_WAIT: Duration = Duration::from_secs(2);
 
 /// A Tributary client bound to one storage directory.
 ///
@@ -260,6 +263,62 @@ impl Client {
     pub fn app_backgrounded(&self) {
         let now = self.shared.now_ms();
         self.change_profile(Change::Background(now));
+    }
+
+    /// Tells the core the app's version and build at launch; the core compares
+    /// them with those of the last launch (kept in the state file) and, when
+    /// `track_lifecycle_events` is set, records Segment's `Application Installed`
+    /// (`version`, `build`) on the first launch of the installation or
+    /// `Application Updated` (`previous_version`, `previous_build`, `version`,
+    /// `build`) when either changed. The version is stored either way, and
+    /// `reset` keeps it. Call it once per process, before `Application Opened`.
+    ///
+    /// Never fails. It needs the state file, which the writer thread reads just
+    /// after the client starts: it waits up to 2 s for it, so call it off the
+    /// main thread (the platform layers call it on their lifecycle thread). If
+    /// the file is not read by then (storage unavailable), this launch is not
+    /// checked (logged); the next one is.
+    pub fn app_launched(
+        &self,
+        version: String,
+        build: Option<String>,
+        track_lifecycle_events: bool,
+    ) {
+        self.wait_for_state(APP_LAUNCH_STATE_WAIT);
+        if self.shared.state_pending.load(Ordering::SeqCst) {
+            self.shared.log.warn(
+                "the app version was not checked for Application Installed/Updated: the state file could not be read yet; the next launch checks it"
+                    .to_string(),
+            );
+            return;
+        }
+        let current = AppVersion {
+            version: version.clone(),
+            build: build.clone(),
+        };
+        let launch = lock(&self.shared.profile).profile.launch(current);
+        let (name, properties) = match launch {
+            Launch::Same => return,
+            Launch::Installed => (
+                "Application Installed",
+                serde_json::json!({"version": version, "build": build}),
+            ),
+            Launch::Updated { previous } => (
+                "Application Updated",
+                serde_json::json!({
+                    "previous_version": previous.version,
+                    "previous_build": previous.build,
+                    "version": version,
+                    "build": build,
+                }),
+            ),
+        };
+        // Persisted by the writer with the next state rewrite.
+        self.profile_changed();
+        if track_lifecycle_events {
+            // A refusal (after shutdown) is already logged and counted.
+            let _ = self.record_track(name, &properties.to_string());
+        }
     }
 
     /// The current session id (its start, in ms since the Unix epoch),

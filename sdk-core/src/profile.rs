@@ -16,7 +16,12 @@
 //!   (30 minutes by default, as Amplitude and PostHog do), checked when the
 //!   app comes back and on every event recorded from the background.
 //!
-//! `reset()` forgets the super-properties, traits and session with the user.
+//! - **App version**: the version and build the platform reported at the last
+//!   launch, from which the core tells an install from an update (Segment's
+//!   `Application Installed` / `Application Updated`, see `Client::app_launched`).
+//!
+//! `reset()` forgets the super-properties, traits and session with the user;
+//! the app version belongs to the installation and stays.
 //! Everything here takes the time as an argument: nothing reads the clock.
 //!
 //! Until the writer thread has read the state file (milliseconds after the
@@ -76,6 +81,30 @@ impl Session {
     }
 }
 
+/// The app's version and build as the platform reports them at launch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AppVersion {
+    /// `CFBundleShortVersionString`, `versionName`.
+    pub version: String,
+    /// `CFBundleVersion`, `versionCode`; `None` if the platform has none.
+    #[serde(default)]
+    pub build: Option<String>,
+}
+
+/// What a launch is, compared with the version stored at the last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Launch {
+    /// No version was ever stored: the first launch of this installation.
+    Installed,
+    /// The version or the build differs from the stored one.
+    Updated {
+        /// What the last launch reported.
+        previous: AppVersion,
+    },
+    /// The same version and build as the last launch.
+    Same,
+}
+
 /// Everything remembered about the user besides the identity.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Profile {
@@ -88,6 +117,10 @@ pub(crate) struct Profile {
     /// The current session.
     #[serde(default)]
     pub session: Session,
+    /// The app version reported at the last launch; absent before the first
+    /// (and in files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppVersion>,
 }
 
 /// A change made before the state file was read, replayed over it.
@@ -118,7 +151,12 @@ impl Profile {
                     self.traits.insert(k.clone(), v.clone());
                 }
             }
-            Change::Reset => *self = Profile::default(),
+            Change::Reset => {
+                // The app version belongs to the installation, not the user.
+                let app = self.app.take();
+                *self = Profile::default();
+                self.app = app;
+            }
             Change::Foreground(now) => {
                 self.session.foreground(*now, timeout_ms);
             }
@@ -136,6 +174,18 @@ impl Profile {
         let mut merged = self.super_properties.clone();
         merged.extend(own);
         Value::Object(merged).to_string()
+    }
+
+    /// Compares `current` with the version stored at the last launch, and
+    /// stores it.
+    pub fn launch(&mut self, current: AppVersion) -> Launch {
+        let launch = match self.app.take() {
+            None => Launch::Installed,
+            Some(previous) if previous != current => Launch::Updated { previous },
+            Some(_) => Launch::Same,
+        };
+        self.app = Some(current);
+        launch
     }
 
     /// The traits as a JSON object text.
@@ -249,6 +299,37 @@ mod tests {
         assert_eq!(merged, json!({"a": 0}));
         p.apply(&Change::Reset, TIMEOUT);
         assert_eq!(p, Profile::default());
+    }
+
+    #[test]
+    fn a_launch_is_an_install_then_the_same_then_an_update_and_reset_keeps_it() {
+        let v = |version: &str, build: Option<&str>| AppVersion {
+            version: version.into(),
+            build: build.map(Into::into),
+        };
+        let mut p = Profile::default();
+        assert_eq!(p.launch(v("1.0", Some("1"))), Launch::Installed);
+        assert_eq!(p.launch(v("1.0", Some("1"))), Launch::Same);
+        // Logging out does not make the next launch an install.
+        p.apply(&Change::Reset, TIMEOUT);
+        assert_eq!(p.launch(v("1.0", Some("1"))), Launch::Same);
+        // A new build of the same version is an update too.
+        assert_eq!(
+            p.launch(v("1.0", Some("2"))),
+            Launch::Updated {
+                previous: v("1.0", Some("1"))
+            }
+        );
+        assert_eq!(
+            p.launch(v("1.1", None)),
+            Launch::Updated {
+                previous: v("1.0", Some("2"))
+            }
+        );
+        assert_eq!(p.launch(v("1.1", None)), Launch::Same);
+        // A profile stored before the field existed reads as never launched.
+        let old: Profile = serde_json::from_str(r#"{"super_properties":{},"traits":{}}"#).unwrap();
+        assert_eq!(old.app, None);
     }
 
     #[test]

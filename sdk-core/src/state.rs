@@ -5,10 +5,12 @@
 //!
 //! ```json
 //! {"version":1,"enabled":false,"anonymous_id":"…","user_id":"u-1",
-//!  "profile":{"super_properties":{…},"traits":{…},"session":{"id":…,"background_since_ms":null}}}
+//!  "profile":{"super_properties":{…},"traits":{…},"session":{"id":…,"background_since_ms":null},
+//!             "app":{"version":"1.2","build":"12"}}}
 //! ```
 //!
-//! `profile` (super-properties, traits, the session: module `profile`) is
+//! `profile` (super-properties, traits, the session, the app version of the last
+//! launch: module `profile`) is
 //! absent from files written before it existed, and read as empty then.
 //!
 //! Why a separate file: the queue database can be found corrupt and replaced,

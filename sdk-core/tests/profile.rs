@@ -224,3 +224,105 @@ fn per_call_options_set_the_timestamp_context_and_integrations() {
     assert!(events[2].get("integrations").is_none());
     assert_ne!(events[2]["timestamp"], events[0]["timestamp"]);
 }
+
+/// Install/update detection is the core's: the platform reports the version at
+/// each launch, the state file on disk remembers it across clients, and the
+/// events reach a real collector with Segment's names and properties.
+#[test]
+fn application_installed_then_updated_across_restarts_and_kept_by_reset() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let clock = Arc::new(AtomicI64::new(T0));
+    let names = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["event"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+
+    // First launch: Installed, before what the app records next.
+    let c = client(&server, dir.path(), &clock);
+    c.app_launched("1.0".into(), Some("10".into()), true);
+    c.track("Application Opened".into(), String::new()).unwrap();
+    let events = deliver(&c, &server);
+    assert_eq!(
+        names(&events),
+        ["Application Installed", "Application Opened"]
+    );
+    assert_eq!(
+        events[0]["properties"],
+        json!({"version": "1.0", "build": "10"})
+    );
+    c.reset(); // logging out does not forget the installation
+    c.shutdown(5_000);
+    drop(c);
+    let state = std::fs::read_to_string(dir.path().join("tributary.state.json")).unwrap();
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(
+        state["profile"]["app"],
+        json!({"version": "1.0", "build": "10"}),
+        "{state}"
+    );
+
+    // The same version again: nothing.
+    let c = client(&server, dir.path(), &clock);
+    c.app_launched("1.0".into(), Some("10".into()), true);
+    c.track("Marker".into(), String::new()).unwrap();
+    let events = deliver(&c, &server);
+    assert_eq!(names(&events[2..]), ["Marker"]);
+    c.shutdown(5_000);
+    drop(c);
+
+    // A new version: Updated, with the previous one.
+    let c = client(&server, dir.path(), &clock);
+    c.app_launched("1.1".into(), None, true);
+    let events = deliver(&c, &server);
+    assert_eq!(names(&events[3..]), ["Application Updated"]);
+    assert_eq!(
+        events[3]["properties"],
+        json!({"previous_version": "1.0", "previous_build": "10", "version": "1.1", "build": null})
+    );
+    c.shutdown(5_000);
+    drop(c);
+
+    // Lifecycle events off: no event, but the version is still remembered, so
+    // turning them on later does not report an install or a stale update.
+    let c = client(&server, dir.path(), &clock);
+    c.app_launched("1.2".into(), Some("12".into()), false);
+    c.track("Quiet".into(), String::new()).unwrap();
+    let events = deliver(&c, &server);
+    assert_eq!(names(&events[4..]), ["Quiet"]);
+    c.shutdown(5_000);
+    drop(c);
+    let c = client(&server, dir.path(), &clock);
+    c.app_launched("1.2".into(), Some("12".into()), true);
+    c.track("Loud".into(), String::new()).unwrap();
+    let events = deliver(&c, &server);
+    assert_eq!(names(&events[5..]), ["Loud"]);
+    c.shutdown(5_000);
+}
+
+/// Reported right after the client starts, before the state file is read on
+/// the writer thread: the call waits for it, so an existing installation is
+/// not taken for a new one.
+#[test]
+fn a_launch_reported_at_once_still_sees_the_stored_version() {
+    let server = TestServer::start();
+    let dir = temp_dir();
+    let c = Client::new(test_config(&server.url(), dir.path()), None).unwrap();
+    c.app_launched("2.0".into(), Some("20".into()), true);
+    assert_eq!(c.flush_blocking(10_000), FlushResult::Delivered);
+    c.shutdown(5_000);
+    drop(c);
+    let c = Client::new(test_config(&server.url(), dir.path()), None).unwrap();
+    c.app_launched("2.0".into(), Some("20".into()), true);
+    c.track("After".into(), String::new()).unwrap();
+    assert_eq!(c.flush_blocking(10_000), FlushResult::Delivered);
+    let names: Vec<Value> = server
+        .accepted_events()
+        .iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    assert_eq!(names, [json!("Application Installed"), json!("After")]);
+    c.shutdown(5_000);
+}

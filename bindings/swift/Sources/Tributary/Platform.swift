@@ -98,8 +98,8 @@ final class PlatformHooks: @unchecked Sendable {
     private let storage: URL
     private let lock = NSLock()
     private var foregroundedOnce = false
-    /// The lifecycle work, in order and off the caller's (main) thread: the install
-    /// check reads a small file, and `Application Installed` comes before `Opened`.
+    /// The lifecycle work, in order and off the caller's (main) thread: the core's install
+    /// check may wait for its state file, and `Application Installed` comes before `Opened`.
     private let queue = DispatchQueue(label: "dev.tributary.hooks")
 
     /// Waits for the lifecycle work queued so far.
@@ -115,7 +115,7 @@ final class PlatformHooks: @unchecked Sendable {
 
     func start() {
         refreshContext()
-        if options.trackLifecycleEvents { queue.async { self.installOrUpdateEvent() } }
+        queue.async { self.reportLaunch() }
         options.reachability?.start { [weak self] online in
             self?.tributary?.setNetworkAvailable(online)
             self?.refreshContext()
@@ -175,25 +175,13 @@ final class PlatformHooks: @unchecked Sendable {
         }
     }
 
-    /// `Application Installed` on the first run, `Application Updated` when the version changed.
-    private func installOrUpdateEvent() {
+    /// Reports the app's version to the core, which tells an install from an update
+    /// (against its state file) and records `Application Installed`/`Updated` when
+    /// lifecycle events are on. On this queue: the core may wait briefly for its state file.
+    private func reportLaunch() {
         guard let tributary, let context = options.contextProvider?.collect(),
               let version = context.appVersion else { return }
-        let file = storage.appendingPathComponent("tributary.app-version")
-        let current = [version, context.appBuild ?? ""]
-        let previous = (try? String(contentsOf: file, encoding: .utf8))?.components(separatedBy: "\n")
-        if let previous {
-            guard Array(previous.prefix(2)) != current else { return }
-            tributary.track("Application Updated", properties: [
-                "previous_version": previous.first ?? NSNull(),
-                "previous_build": previous.count > 1 && !previous[1].isEmpty ? previous[1] : NSNull(),
-                "version": version,
-                "build": context.appBuild ?? NSNull(),
-            ])
-        } else {
-            tributary.track("Application Installed", properties: ["version": version, "build": context.appBuild ?? NSNull()])
-        }
-        try? current.joined(separator: "\n").write(to: file, atomically: true, encoding: .utf8)
+        tributary.appLaunched(version: version, build: context.appBuild, trackLifecycleEvents: options.trackLifecycleEvents)
     }
 }
 

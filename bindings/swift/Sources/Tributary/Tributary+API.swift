@@ -41,9 +41,7 @@ public final class Tributary: Sendable {
     ///   - logger: receives the core's log messages, from its background threads.
     ///     The default routes them to os_log on Apple platforms and to standard output
     ///     elsewhere; pass `nil` for silence.
-    /// - Throws: ``TributaryError/InvalidConfig(message:)`` naming the bad field, or
-    ///   ``TributaryError/StorageUnavailable(message:)`` when the directory cannot be used
-    ///   (for example because another client holds it).
+    /// - Throws: ``TributaryError/invalidConfig(message:)`` naming the bad field.
     ///   - transport: sends the core's requests; ``URLSessionTransport`` by default. The
     ///     core builds each request and classifies each answer; the transport only moves bytes.
     public init(
@@ -51,7 +49,9 @@ public final class Tributary: Sendable {
         logger: (any TributaryLogger)? = SystemLogger(),
         transport: any TributaryTransport = URLSessionTransport()
     ) throws {
-        client = try Client.withTransport(config: config, logger: logger, transport: transport)
+        client = try TributaryError.mapping {
+            try Client.withTransport(config: config, logger: logger, transport: TransportAdapter(transport))
+        }
         self.logger = logger
     }
 
@@ -220,13 +220,21 @@ public final class Tributary: Sendable {
         client.appBackgrounded()
     }
 
+    /// Reports the app's version at launch to the core, which records `Application
+    /// Installed` or `Application Updated` (when `trackLifecycleEvents`) against the
+    /// version in its state file. It may wait up to 2 s for that file: the setup calls it
+    /// on its lifecycle queue, never on the main thread.
+    func appLaunched(version: String, build: String?, trackLifecycleEvents: Bool) {
+        client.appLaunched(version: version, build: build, trackLifecycleEvents: trackLifecycleEvents)
+    }
+
     /// Runs one recording call without letting an error reach the app. The core has
     /// already logged and counted what it refused (a ``TributaryError``); anything else
     /// is a bug, reported to the logger here.
     private func record(_ call: String, _ body: () throws -> Void) {
         do {
             try body()
-        } catch is TributaryError {
+        } catch is FfiTributaryError {
             // Logged and counted in Stats by the core.
         } catch {
             logger?.log(level: .error, message: "\(call) dropped an event after an internal error: \(error)")
@@ -283,7 +291,7 @@ public final class Tributary: Sendable {
 
     /// Replaces the write key, and resumes uploads paused by a 401 or 403.
     public func setWriteKey(_ writeKey: String) throws {
-        try client.setWriteKey(writeKey: writeKey)
+        try TributaryError.mapping { try client.setWriteKey(writeKey: writeKey) }
     }
 
     // MARK: Identity and consent

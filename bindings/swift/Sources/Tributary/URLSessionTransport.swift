@@ -31,7 +31,7 @@ public final class URLSessionTransport: TributaryTransport, @unchecked Sendable 
     /// Sends `request` as given and reports the status, headers and body.
     public func send(request: TributaryHttpRequest) throws -> TributaryHttpResponse {
         guard let url = URL(string: request.url) else {
-            throw TributaryTransportError.Failed(reason: "not a URL: \(request.url)")
+            throw TributaryTransportError.failed(reason: "not a URL: \(request.url)")
         }
         var urlRequest = URLRequest(url: url)
         urlRequest.httpMethod = request.method
@@ -50,7 +50,7 @@ public final class URLSessionTransport: TributaryTransport, @unchecked Sendable 
         let bound = DispatchTime.now() + .milliseconds(Int(min(request.timeoutMs, 86_400_000)) + 5_000)
         guard outcome.done.wait(timeout: bound) == .success else {
             task.cancel()
-            throw TributaryTransportError.Failed(reason: "request to \(request.url) did not complete in time")
+            throw TributaryTransportError.failed(reason: "request to \(request.url) did not complete in time")
         }
         return try outcome.result(url: request.url)
     }
@@ -72,13 +72,13 @@ public final class URLSessionTransport: TributaryTransport, @unchecked Sendable 
         /// Read after `done` was signalled, which orders it after `finish`.
         func result(url: String) throws -> TributaryHttpResponse {
             if let error {
-                throw TributaryTransportError.Failed(reason: "request to \(url) failed: \(error.localizedDescription)")
+                throw TributaryTransportError.failed(reason: "request to \(url) failed: \(error.localizedDescription)")
             }
             guard let http = response as? HTTPURLResponse else {
-                throw TributaryTransportError.Failed(reason: "request to \(url) got no HTTP answer")
+                throw TributaryTransportError.failed(reason: "request to \(url) got no HTTP answer")
             }
             guard (100...599).contains(http.statusCode) else {
-                throw TributaryTransportError.Failed(reason: "request to \(url) got status \(http.statusCode)")
+                throw TributaryTransportError.failed(reason: "request to \(url) got status \(http.statusCode)")
             }
             var headers: [TributaryHttpHeader] = []
             for (name, value) in http.allHeaderFields {

@@ -60,9 +60,9 @@ import Tributary // not @testable: the quick start must work with the public API
             _ = try Tributary(config: config, logger: nil)
         } catch let error as TributaryError {
             switch error {
-            case .InvalidConfig: caught = error.message      // names the field
-            case .StorageUnavailable: caught = error.message // not thrown by the constructor any more
-            case .InvalidJson, .EventTooLarge, .ShutDown: caught = error.message
+            case .invalidConfig: caught = error.message      // names the field
+            case .storageUnavailable: caught = error.message // not thrown by the constructor any more
+            case .invalidJson, .eventTooLarge, .shutDown: caught = error.message
             }
         }
         #expect(caught == nil, "the constructor touches no file, so a second client is not refused")

@@ -25,7 +25,7 @@ data class AppContext @JvmOverloads constructor(
     val screenHeight: Int? = null,
     val screenDensity: Double? = null,
 ) {
-    internal fun lower(): DeviceContext = DeviceContext(
+    internal fun lower(): dev.tributary.ffi.DeviceContext = dev.tributary.ffi.DeviceContext(
         appName = appName, appVersion = appVersion, appBuild = appBuild, appNamespace = appNamespace,
         deviceManufacturer = deviceManufacturer, deviceModel = deviceModel, deviceType = deviceType,
         osName = osName, osVersion = osVersion, locale = locale, timezone = timezone,
@@ -127,7 +127,7 @@ class Options {
     fun uploadScheduler(value: UploadScheduler?) = apply { uploadScheduler = value }
 
     /** Sends the uploads; [HttpTransport] (HttpURLConnection) by default. */
-    var transport: dev.tributary.ffi.TributaryTransport = HttpTransport()
+    var transport: Transport = HttpTransport()
 
     /** Chaining setter for Java: `new Options().flushAt(10).trackLifecycleEvents(true)`. */
     fun flushAt(value: Int) = apply { flushAt = value }
@@ -148,7 +148,7 @@ class Options {
     fun logger(value: Logger?) = apply { logger = value }
 
     /** Chaining setter for Java. */
-    fun transport(value: dev.tributary.ffi.TributaryTransport) = apply { transport = value }
+    fun transport(value: Transport) = apply { transport = value }
 
     internal fun config(endpoint: String, writeKey: String, storageDir: File): TributaryConfig {
         require(flushAt > 0) { "flushAt must be at least 1, got $flushAt" }
@@ -159,10 +159,10 @@ class Options {
             endpoint = endpoint,
             writeKey = writeKey,
             storageDir = storageDir.absolutePath,
-            flushAt = flushAt.toUInt(),
-            flushIntervalMs = flushIntervalMs.toULong(),
-            maxQueueBytes = maxQueueBytes.toULong(),
-            sessionTimeoutMs = sessionTimeoutMs.toULong(),
+            flushAt = flushAt,
+            flushIntervalMs = flushIntervalMs,
+            maxQueueBytes = maxQueueBytes,
+            sessionTimeoutMs = sessionTimeoutMs,
         )
     }
 }
@@ -181,8 +181,8 @@ internal class PlatformHooks(
     @Volatile private var foregroundedOnce = false
 
     /**
-     * Runs the lifecycle work in order, off the caller's (main) thread: the install
-     * check reads a small file, and `Application Installed` must come before
+     * Runs the lifecycle work in order, off the caller's (main) thread: the core's install
+     * check may wait for its state file, and `Application Installed` must come before
      * `Application Opened`.
      */
     private val worker = java.util.concurrent.Executors.newSingleThreadExecutor { r ->
@@ -214,7 +214,7 @@ internal class PlatformHooks(
 
     fun start() {
         refreshContext()
-        if (trackLifecycleEvents) later { installOrUpdateEvent() }
+        later { reportLaunch() }
         platform.connectivity?.start { online ->
             tributary.setNetworkAvailable(online)
             // The network type may have changed (Wi-Fi, cellular).
@@ -232,7 +232,7 @@ internal class PlatformHooks(
     fun refreshContext() {
         val source = platform.context ?: return
         try {
-            tributary.setContext(source.collect().lower())
+            tributary.setContext(source.collect())
         } catch (e: Exception) {
             // A context source must never break the app; the events go without it.
         }
@@ -260,34 +260,14 @@ internal class PlatformHooks(
         }
     }
 
-    /** `Application Installed` on the first run, `Application Updated` when the version changed. */
-    private fun installOrUpdateEvent() {
+    /**
+     * Reports the app's version to the core, which tells an install from an update
+     * (against its state file) and records `Application Installed`/`Updated` when
+     * lifecycle events are on. On the hook thread: the core may wait briefly for its state file.
+     */
+    private fun reportLaunch() {
         val context = platform.context?.let { runCatching { it.collect() }.getOrNull() } ?: return
         val version = context.appVersion ?: return
-        val build = context.appBuild
-        val file = File(platform.storageDir, "tributary.app-version")
-        val previous = runCatching { file.readText().lines() }.getOrNull()
-        val current = listOf(version, build ?: "")
-        if (previous == null) {
-            tributary.track("Application Installed", mapOf("version" to version, "build" to build))
-        } else if (previous.take(2) != current) {
-            tributary.track(
-                "Application Updated",
-                mapOf(
-                    "previous_version" to previous.getOrNull(0),
-                    "previous_build" to previous.getOrNull(1)?.ifEmpty { null },
-                    "version" to version,
-                    "build" to build,
-                ),
-            )
-        } else {
-            return
-        }
-        runCatching {
-            platform.storageDir.mkdirs()
-            val tmp = File(platform.storageDir, "tributary.app-version.tmp")
-            tmp.writeText(current.joinToString("\n"))
-            tmp.renameTo(file)
-        }
+        tributary.appLaunched(version, context.appBuild, trackLifecycleEvents)
     }
 }

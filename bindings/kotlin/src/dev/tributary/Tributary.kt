@@ -3,15 +3,6 @@ package dev.tributary
 import dev.tributary.ffi.Client
 import java.io.File
 
-/** Every setting of a client; build one with `TributaryConfig(endpoint, writeKey, storageDir, ...)`. */
-typealias TributaryConfig = dev.tributary.ffi.Config
-
-/** Device and app details copied into every event's `context`; every field is optional. */
-typealias DeviceContext = dev.tributary.ffi.DeviceContext
-
-/** A snapshot of the queue and the counters. */
-typealias Stats = dev.tributary.ffi.Stats
-
 /** How [Tributary.flushBlocking] or [Tributary.shutdown] ended. */
 sealed class FlushResult {
     /** Every event recorded before the call was acknowledged by the server. */
@@ -91,12 +82,12 @@ typealias TributaryException = dev.tributary.ffi.TributaryException
 class Tributary @JvmOverloads constructor(
     config: TributaryConfig,
     private val logger: Logger? = Logger.platform(),
-    transport: dev.tributary.ffi.TributaryTransport = HttpTransport(),
+    transport: Transport = HttpTransport(),
 ) : AutoCloseable {
     // The core builds each request and classifies each answer; the transport
     // (HttpURLConnection by default) only moves the bytes.
     private val client: Client =
-        Client.withTransport(withLibraryName(config), logger?.let { LoggerBridge(it) }, transport)
+        Client.withTransport(config.lower(), logger?.let { LoggerBridge(it) }, TransportBridge(transport))
 
     /**
      * A client with the usual settings: upload once [flushAt] events are
@@ -115,8 +106,8 @@ class Tributary @JvmOverloads constructor(
             endpoint = endpoint,
             writeKey = writeKey,
             storageDir = storageDir.absolutePath,
-            flushAt = positive("flushAt", flushAt.toLong()).toUInt(),
-            flushIntervalMs = positive("flushIntervalMs", flushIntervalMs).toULong(),
+            flushAt = positive("flushAt", flushAt.toLong()).toInt(),
+            flushIntervalMs = positive("flushIntervalMs", flushIntervalMs),
         ),
         logger,
     )
@@ -202,6 +193,20 @@ class Tributary @JvmOverloads constructor(
         client.appBackgrounded()
     }
 
+    /**
+     * Reports the app's version at launch to the core, which records `Application
+     * Installed` or `Application Updated` (when [trackLifecycleEvents]) against the
+     * version in its state file. It may wait up to 2 s for that file: the setup calls it
+     * on its hook thread, never on the main thread.
+     */
+    internal fun appLaunched(version: String, build: String?, trackLifecycleEvents: Boolean) {
+        try {
+            client.appLaunched(version, build, trackLifecycleEvents)
+        } catch (e: Exception) {
+            // The core never fails here; a binding error must not reach the app either.
+        }
+    }
+
     /** Records an `alias` event from the current id to [newId], which becomes the user id. Never throws. */
     fun alias(newId: String) = record("alias") {
         client.alias(newId)
@@ -270,11 +275,6 @@ class Tributary @JvmOverloads constructor(
     }
 
     /** Replaces the device context copied into every later event. */
-    fun setContext(context: DeviceContext) {
-        client.setContext(context)
-    }
-
-    /** Replaces the device context copied into every later event (plain Java types). */
     fun setContext(context: AppContext) {
         client.setContext(context.lower())
     }
@@ -291,7 +291,7 @@ class Tributary @JvmOverloads constructor(
     val userId: String? get() = client.userId()
 
     /** A snapshot of the queue and the counters. */
-    fun stats(): Stats = client.stats()
+    fun stats(): Stats = Stats.from(client.stats())
 
     /**
      * Makes every recorded event durable, tries one last upload within
@@ -319,12 +319,9 @@ class Tributary @JvmOverloads constructor(
      * (call it on a background thread), and says whether everything was delivered.
      */
     fun runScheduledUpload(timeoutMs: Long): Boolean =
-        flushBlocking(timeoutMs) == FlushResult.Delivered || stats().queuedEvents == 0uL
+        flushBlocking(timeoutMs) == FlushResult.Delivered || stats().queuedEvents == 0L
 
     companion object {
-        private const val LIBRARY_NAME = "tributary-kotlin"
-        private const val LIBRARY_VERSION = "0.1.0"
-
         @Volatile private var current: Tributary? = null
 
         /**
@@ -371,20 +368,12 @@ class Tributary @JvmOverloads constructor(
         fun setup(platform: Platform, writeKey: String, endpoint: String, configure: Options.() -> Unit): Tributary =
             setup(platform, writeKey, endpoint, Options().apply(configure))
 
-        /** Reports this layer in `context.library` unless the app chose its own name. */
-        fun withLibraryName(config: TributaryConfig): TributaryConfig =
-            if (config.libraryName == TributaryConfig("", "", "").libraryName) {
-                config.copy(libraryName = LIBRARY_NAME, libraryVersion = LIBRARY_VERSION)
-            } else {
-                config
-            }
-
-        fun positive(name: String, value: Long): Long {
+        internal fun positive(name: String, value: Long): Long {
             require(value > 0) { "$name must be at least 1, got $value" }
             return value
         }
 
-        fun positiveOrZero(name: String, value: Long): Long {
+        internal fun positiveOrZero(name: String, value: Long): Long {
             require(value >= 0) { "$name must not be negative, got $value" }
             return value
         }

@@ -3,9 +3,15 @@ package dev.tributary.javatests;
 import com.sun.net.httpserver.HttpServer;
 import dev.tributary.EventOptions;
 import dev.tributary.FlushResult;
+import dev.tributary.HttpRequest;
+import dev.tributary.HttpResponse;
+import dev.tributary.HttpTransport;
 import dev.tributary.Options;
 import dev.tributary.Platform;
+import dev.tributary.Stats;
 import dev.tributary.Tributary;
+import dev.tributary.TributaryConfig;
+import dev.tributary.TransportException;
 import java.io.File;
 import java.io.OutputStream;
 import java.net.InetSocketAddress;
@@ -73,11 +79,44 @@ public final class JavaApiTest {
             check(all.contains("\"source\":\"java\""), "the super-property reached the server");
             check(all.contains("\"timestamp\":\"2023-11-14T22:13:20.123Z\""), "the per-call timestamp");
             check(all.contains("\"userId\":\"java-user\""), "identify");
-            // Stats is still the FFI record, whose ULong counters Java cannot call by name.
+            // Stats as Java sees it: plain long counters, called by name.
+            Stats stats = tributary.stats();
+            long uploaded = stats.getUploadedEvents();
+            check(uploaded == 4L, "stats().getUploadedEvents() is a long: " + uploaded);
+            check(stats.getQueuedEvents() == 0L, "stats().getQueuedEvents() == 0: " + stats);
+            check(stats.getRecordedEvents() == 4L, "stats().getRecordedEvents() == 4: " + stats);
+            check(stats.getLastError() == null, "no error: " + stats.getLastError());
             tributary.shutdown();
-            // Never throws, even after shutdown.
+            // Never throws, even after shutdown, and the drop is counted.
             tributary.track("After shutdown");
-            check(true, "track after shutdown did not throw");
+            check(tributary.stats().getDroppedShutdown() == 1L,
+                "track after shutdown did not throw and was counted: " + tributary.stats());
+
+            // A full configuration from Java: plain int/long settings, the core's defaults.
+            File dir2 = Files.createTempDirectory("tributary-java-config").toFile();
+            TributaryConfig config = new TributaryConfig(endpoint, "java-key", dir2.getAbsolutePath(), 1, 3_600_000L);
+            check(new TributaryConfig(endpoint, "k", "d").getFlushAt() == 20, "the core's default flushAt");
+            check(new TributaryConfig(endpoint, "k", "d").getMaxQueueBytes() == 20_000_000L,
+                "the core's default maxQueueBytes");
+            // A transport written in Java: plain int status and long timeouts; it wraps
+            // the default HttpTransport, and its first attempt fails (retried by the core).
+            List<Long> timeouts = Collections.synchronizedList(new ArrayList<>());
+            HttpTransport http = new HttpTransport();
+            Tributary configured = new Tributary(config, null, (HttpRequest request) -> {
+                long timeoutMs = request.getTimeoutMs();
+                timeouts.add(timeoutMs);
+                if (timeouts.size() == 1) throw new TransportException("first attempt cut by the Java transport");
+                HttpResponse response = http.send(request);
+                int status = response.getStatus();
+                return new HttpResponse(status, response.getHeaders(), response.getBody());
+            });
+            configured.track("Configured From Java");
+            FlushResult configuredResult = configured.flushBlocking(10_000L);
+            check(configuredResult == FlushResult.Delivered.INSTANCE, "flushAt=1 from Java delivered: " + configuredResult);
+            check(configured.stats().getUploadedEvents() == 1L, "one event uploaded: " + configured.stats());
+            check(timeouts.size() == 2 && timeouts.get(0) > 0L, "the Java transport was called twice: " + timeouts);
+            check(configured.stats().getRetries() == 1L, "its failure was retried: " + configured.stats());
+            configured.close();
 
             boolean refused;
             try {

@@ -32,12 +32,12 @@ private fun testConfig(endpoint: String, dir: File, flushAt: Int = 20) = Tributa
     endpoint = endpoint,
     writeKey = WRITE_KEY,
     storageDir = dir.absolutePath,
-    flushAt = flushAt.toUInt(),
-    flushIntervalMs = 200uL,
-    retryBaseDelayMs = 20uL,
-    retryMaxDelayMs = 200uL,
-    connectTimeoutMs = 2_000uL,
-    requestTimeoutMs = 10_000uL,
+    flushAt = flushAt,
+    flushIntervalMs = 200L,
+    retryBaseDelayMs = 20L,
+    retryMaxDelayMs = 200L,
+    connectTimeoutMs = 2_000L,
+    requestTimeoutMs = 10_000L,
 )
 
 private fun <T> withTempDir(body: (File) -> T): T {
@@ -104,8 +104,8 @@ object ClientTests {
         assertEquals("gzip", batch.contentEncoding)
         assertNotNull(batch.idempotencyKey)
         val stats = client.stats()
-        assertEquals(2uL, stats.uploadedEvents)
-        assertEquals(0uL, stats.queuedEvents)
+        assertEquals(2L, stats.uploadedEvents)
+        assertEquals(0L, stats.queuedEvents)
     }
 
     private fun everyJsonType() = withClient { server, client, _ ->
@@ -200,11 +200,11 @@ object ClientTests {
         withTempDir { dir ->
             val lines = CopyOnWriteArrayList<String>()
             val logger = Logger { level, message -> lines.add("$level $message") }
-            val client = Tributary(testConfig(server.endpoint, dir).copy(maxEventBytes = 1_024uL), logger)
+            val client = Tributary(testConfig(server.endpoint, dir).copy(maxEventBytes = 1_024L), logger)
             try {
                 // Returns normally: the app is never interrupted by analytics.
                 client.track("Big", mapOf("blob" to "x".repeat(5_000)))
-                assertEquals(1uL, client.stats().droppedTooLarge)
+                assertEquals(1L, client.stats().droppedTooLarge)
                 assertTrue(lines.any { it.startsWith("WARN") && it.contains("max_event_bytes") }, "$lines")
                 client.track("Small")
                 assertEquals(FlushResult.Delivered, client.flushBlocking(FLUSH_TIMEOUT_MS))
@@ -253,7 +253,7 @@ object ClientTests {
             client.group("g")
             client.alias("a")
             client.page("P")
-            assertEquals(6uL, client.stats().droppedShutdown)
+            assertEquals(6L, client.stats().droppedShutdown)
             assertTrue(lines.count { it.startsWith("WARN") && it.contains("after shutdown") } == 6, "$lines")
         }
     }
@@ -321,7 +321,7 @@ object ClientTests {
         val keys = events.map { it.obj("properties").let { p -> p["thread"] to p["seq"] } }.toSet()
         val expected = (0 until threads).flatMap { t -> (0 until perThread).map { t.toLong() to it.toLong() } }.toSet()
         assertEquals(expected, keys)
-        assertEquals((threads * perThread).toULong(), client.stats().uploadedEvents)
+        assertEquals((threads * perThread).toLong(), client.stats().uploadedEvents)
     }
 
     private fun restart() = TestServer().use { server ->
@@ -339,7 +339,7 @@ object ClientTests {
             try {
                 // The database is opened on the SDK's thread, not in the constructor.
                 assertTrue(second.awaitReady(FLUSH_TIMEOUT_MS))
-                assertEquals(5uL, second.stats().queuedEvents)
+                assertEquals(5L, second.stats().queuedEvents)
                 assertEquals(FlushResult.Delivered, second.flushBlocking(FLUSH_TIMEOUT_MS))
                 val events = server.events()
                 assertEquals(names, events.map { it["event"] })
@@ -355,7 +355,7 @@ object ClientTests {
         (1..3).forEach { client.track("Retried $it") }
         assertEquals(FlushResult.Delivered, client.flushBlocking(FLUSH_TIMEOUT_MS))
         assertEquals((1..3).map { "Retried $it" }, server.events().map { it["event"] })
-        assertTrue(client.stats().retries >= 2uL, "retries: ${client.stats().retries}")
+        assertTrue(client.stats().retries >= 2L, "retries: ${client.stats().retries}")
     }
 
     private fun optOutIn() = withClient { server, client, _ ->
@@ -366,8 +366,8 @@ object ClientTests {
         assertEquals(FlushResult.Disabled, client.flushBlocking(FLUSH_TIMEOUT_MS))
         // Opting out takes effect at once; the deletion runs on the SDK's thread.
         val deadline = System.nanoTime() + FLUSH_TIMEOUT_MS * 1_000_000
-        while (client.stats().queuedEvents != 0uL && System.nanoTime() < deadline) Thread.sleep(10)
-        assertEquals(0uL, client.stats().queuedEvents)
+        while (client.stats().queuedEvents != 0L && System.nanoTime() < deadline) Thread.sleep(10)
+        assertEquals(0L, client.stats().queuedEvents)
         client.optIn()
         client.setNetworkAvailable(true)
         client.track("After opt in")

@@ -678,9 +678,9 @@ impl Client {
     fn with_profile(
         &self,
         fields: &Fields<'_>,
-        base_context: &str,
+        base_context: &Arc<str>,
         options: &Resolved,
-    ) -> (String, Option<String>) {
+    ) -> (Arc<str>, Option<String>) {
         let now = self.shared.now_ms();
         let timeout = self.shared.config.session_timeout_ms as i64;
         let mut held = lock(&self.shared.profile);
@@ -698,18 +698,19 @@ impl Client {
         };
         let before = held.profile.session.id;
         let session_id = held.profile.session.current(now, timeout);
-        let traits = (!held.profile.traits.is_empty()).then(|| held.profile.traits_json());
+        let context = match options.context.as_deref() {
+            None => held.context_for(base_context, session_id),
+            Some(overrides) => {
+                let traits = (!held.profile.traits.is_empty()).then(|| held.profile.traits_json());
+                event::event_context(base_context, session_id, traits.as_deref(), Some(overrides))
+                    .into()
+            }
+        };
         drop(held);
         if session_id != before || fields.kind == Kind::Identify {
             // Persisted by the writer with this event's commit.
             self.shared.identity_dirty.store(true, Ordering::Release);
         }
-        let context = event::event_context(
-            base_context,
-            session_id,
-            traits.as_deref(),
-            options.context.as_deref(),
-        );
         (context, payload)
     }
 

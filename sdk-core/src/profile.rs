@@ -31,6 +31,8 @@
 //! carry only what was registered in this process so far; on a first run (no
 //! stored session) the session they started goes on.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -201,6 +203,10 @@ pub(crate) struct Held {
     pub profile: Profile,
     /// `None` once the stored profile was adopted.
     pub early: Option<Vec<Change>>,
+    /// The last event context built: (base context, session id, result). Every
+    /// event of a session shares it, so the hot path does not rebuild it (and
+    /// serialize the traits) per call; any profile change drops it.
+    context: Option<(Arc<str>, i64, Arc<str>)>,
 }
 
 impl Held {
@@ -209,11 +215,29 @@ impl Held {
         Self {
             profile: Profile::default(),
             early: Some(Vec::new()),
+            context: None,
         }
+    }
+
+    /// The context of an event in session `session_id` over `base`: the base
+    /// context with `sessionId` and the traits.
+    pub fn context_for(&mut self, base: &Arc<str>, session_id: i64) -> Arc<str> {
+        if let Some((b, s, ctx)) = &self.context
+            && Arc::ptr_eq(b, base)
+            && *s == session_id
+        {
+            return ctx.clone();
+        }
+        let traits = (!self.profile.traits.is_empty()).then(|| self.profile.traits_json());
+        let ctx: Arc<str> =
+            crate::event::event_context(base, session_id, traits.as_deref(), None).into();
+        self.context = Some((base.clone(), session_id, ctx.clone()));
+        ctx
     }
 
     /// Applies `change` now, and remembers it for the replay if the file is not read yet.
     pub fn change(&mut self, change: Change, timeout_ms: i64) {
+        self.context = None;
         self.profile.apply(&change, timeout_ms);
         if let Some(early) = &mut self.early {
             early.push(change);
@@ -223,6 +247,7 @@ impl Held {
     /// Takes in what the file holds, with the early changes replayed over it.
     /// Returns true if the result differs from what is stored.
     pub fn adopt(&mut self, stored: Profile, timeout_ms: i64) -> bool {
+        self.context = None;
         let early = self.early.take().unwrap_or_default();
         let mut profile = stored.clone();
         // No stored session (a first run): the one the early events carry goes on,

@@ -6,7 +6,7 @@
 # Bounded: about 1 minute after the build. Needs scripts/setup-python.sh (nats-server).
 #
 # Knobs (environment): BENCH_SECONDS (8), BENCH_CONNECTIONS (32), BENCH_BATCHES
-# (20000), BENCH_PARTITIONS (4), BENCH_NATS_SYNC (always|default),
+# (20000), BENCH_PARTITIONS (4), BENCH_NATS_NODES (1; 3 runs R3), BENCH_NATS_SYNC (always|default),
 # BENCH_TAKEOVER_KEYS (1000000).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,8 +6,9 @@
 //!    loads it: closed loop for `BENCH_SECONDS` (default 8), then until every
 //!    acknowledged event is in a committed object.
 //! 2. **jetstream**: the same load through one front-end (`serve --broker`), a
-//!    single-node JetStream (`sync_interval: always` unless
-//!    `BENCH_NATS_SYNC=default`) and one writer (`write --broker`), objects on
+//!    JetStream of `BENCH_NATS_NODES` nodes (default 1; 3 runs R3), with
+//!    `sync_interval: always` unless `BENCH_NATS_SYNC=default`, and one writer
+//!    (`write --broker`), objects on
 //!    local disk. Printed: events/s acknowledged and end to end, and CPU per
 //!    event of the front-end, nats-server and the writer, beside the local
 //!    mode's, measured in the same run (compare ratios on a noisy machine).
@@ -202,36 +203,63 @@ fn run_jetstream(
     seconds: u64,
     connections: usize,
 ) -> Figures {
-    let nats_port = free_port();
+    let nodes: usize = env_or("BENCH_NATS_NODES", 1);
     let sync = if std::env::var("BENCH_NATS_SYNC").is_ok_and(|v| v == "default") {
         ""
     } else {
         ", sync_interval: always"
     };
-    let conf = dir.join("nats.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listen: 127.0.0.1:{nats_port}\njetstream {{ store_dir: \"{}\"{sync} }}\n",
-            dir.join("js").display()
-        ),
-    )
-    .unwrap();
-    let mut nats = Command::new(nats_bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn nats-server");
-    wait_port(nats_port);
+    let ports: Vec<(u16, u16)> = (0..nodes).map(|_| (free_port(), free_port())).collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|p| format!("nats-route://127.0.0.1:{}", p.1))
+        .collect();
+    let mut nats: Vec<Child> = Vec::new();
+    for (i, (client, route)) in ports.iter().enumerate() {
+        let cluster = if nodes > 1 {
+            format!(
+                "server_name: n{i}\ncluster {{ name: bench, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
+                routes.join(", ")
+            )
+        } else {
+            String::new()
+        };
+        let conf = dir.join(format!("nats{i}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{client}\njetstream {{ store_dir: \"{}\"{sync} }}\n{cluster}",
+                dir.join(format!("js{i}")).display()
+            ),
+        )
+        .unwrap();
+        nats.push(
+            Command::new(nats_bin)
+                .arg("-c")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn nats-server"),
+        );
+    }
+    for (client, _) in &ports {
+        wait_port(*client);
+    }
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|(c, _)| format!("nats://127.0.0.1:{c}"))
+        .collect();
+    let urls = urls.join(",");
     let partitions: u32 = env_or("BENCH_PARTITIONS", 4);
     let broker = |role: &str, port: u16, data: &str| -> Vec<String> {
         vec![
             role.into(),
             "--broker".into(),
-            format!("nats://127.0.0.1:{nats_port}"),
+            urls.clone(),
+            "--replicas".into(),
+            nodes.to_string(),
             "--partitions".into(),
             partitions.to_string(),
             "--listen".into(),
@@ -256,17 +284,18 @@ fn run_jetstream(
     wait_port(w_port);
     // The writer takes its partitions on its first rounds.
     std::thread::sleep(Duration::from_secs(3));
-    let before = (cpu_of(fe.id()), cpu_of(nats.id()), cpu_of(writer.id()));
+    let nats_cpu = |nats: &[Child]| nats.iter().map(|n| cpu_of(n.id())).sum::<f64>();
+    let before = (cpu_of(fe.id()), nats_cpu(&nats), cpu_of(writer.id()));
     let started = Instant::now();
     let closed = load_phase(rt, fe_port, bodies, seconds, connections);
     wait_written(w_port, closed.events);
     let total = started.elapsed();
     let cpu = vec![
         ("front-end", cpu_of(fe.id()) - before.0),
-        ("nats", cpu_of(nats.id()) - before.1),
+        ("nats", nats_cpu(&nats) - before.1),
         ("writer", cpu_of(writer.id()) - before.2),
     ];
-    for c in [&mut fe, &mut writer, &mut nats] {
+    for c in [&mut fe, &mut writer].into_iter().chain(nats.iter_mut()) {
         let _ = c.kill();
         let _ = c.wait();
     }

@@ -977,22 +977,44 @@ fn overload_gets_429_with_retry_after() {
         // client hangs up, however slow the machine is.
         &["--max-inflight", "1", "--body-timeout", "60s"],
     );
-    // A slow client holds the only request slot.
-    let mut sock = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    write!(
-        sock,
-        "POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: 100\r\n\r\n{{",
-        basic(KEY)
-    )
-    .unwrap();
-    wait_for("429", 30, || {
+    // A slow client holds the only request slot: headers, then one byte of a
+    // 100-byte body. If a probe below took the slot first (the slow request
+    // was then answered 429 itself), a new slow client takes it next.
+    let slow = || {
+        let mut sock = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        write!(
+            sock,
+            "POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: 100\r\n\r\n{{",
+            basic(KEY)
+        )
+        .unwrap();
+        sock.set_nonblocking(true).unwrap();
+        sock
+    };
+    let answered = |sock: &TcpStream| {
+        let mut byte = [0u8; 1];
+        matches!(sock.peek(&mut byte), Ok(n) if n > 0)
+    };
+    let mut sock = slow();
+    let mut seen = std::collections::BTreeMap::<u16, u32>::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
         let r = s.send("/v1/batch", &json!({"batch": [track("o1")]}));
         if r.status == 429 {
             assert_eq!(r.retry_after.as_deref(), Some("1"));
             assert_eq!(r.json["code"], "overloaded");
+            break;
         }
-        r.status == 429
-    });
+        *seen.entry(r.status).or_default() += 1;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 429 while a slow client holds the only slot; statuses seen: {seen:?}"
+        );
+        if answered(&sock) {
+            sock = slow();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     drop(sock);
     wait_for("slot free again", 10, || {
         s.send("/v1/batch", &json!({"batch": [track("o2")]})).status == 200

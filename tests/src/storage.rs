@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use ingest_server::format::Format;
 use serde_json::Value;
+use tributary_formats::Format;
 
 /// Identifies one event the harness recorded: (device id, sequence number).
 pub type EventKey = (String, u64);

@@ -48,7 +48,7 @@
 //! makes deletes durable (object_store does not `fsync` for a delete), which
 //! compaction needs before it drops its intent.
 
-pub mod format;
+pub use tributary_formats as format;
 
 use std::sync::Arc;
 

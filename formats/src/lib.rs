@@ -3,6 +3,12 @@
 //! The writer feeds events (enriched JSON objects, exactly as stored) to an
 //! [`Encoder`] per open object, and uploads the bytes from [`Encoder::finish`].
 //! `decode` reads an object back (compaction, tests, `import` round trips).
+//!
+//! A crate of its own so that readers of the objects (the end-to-end tests)
+//! need not link the whole server.
+
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 use serde_json::Value;
 

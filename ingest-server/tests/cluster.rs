@@ -1,7 +1,7 @@
 //! The distributed mode under faults: a 3-node NATS JetStream cluster (R3
 //! streams), 2 front-ends and 2 writers (each with its own data directory, as if
 //! on separate machines), moto as the shared S3, and client threads posting
-//! batches with retries and failover. Under load the test SIGKILLs a NATS node,
+//! batches to two sources with retries and failover. Under load the test SIGKILLs a NATS node,
 //! a front-end and a writer (each restarted), and SIGSTOPs the other writer past
 //! its lease, then SIGCONTs it. At the end every acknowledged messageId is in S3
 //! exactly once (read back by our decoders and by DuckDB), nothing unknown is
@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 use tributary_test_support::{Readiness, Server, ServerSpec};
 
 const KEY: &str = "cluster-key";
+/// A second source: a cut then spans several hour directories of two sources.
+const KEY2: &str = "cluster-key-web";
 const SOURCE: &str = "app";
 const BUCKET: &str = "cluster";
 const LEASE: &str = "3s";
@@ -246,14 +248,20 @@ struct Load {
     stop: AtomicBool,
     sent: Mutex<HashSet<String>>,
     acked: Mutex<HashSet<String>>,
-    /// Acknowledged batches: (Idempotency-Key, body, answer), replayed at the end.
-    answered: Mutex<Vec<(String, String, String)>>,
+    /// Acknowledged batches: (write key, Idempotency-Key, body, answer), replayed at the end.
+    answered: Mutex<Vec<(&'static str, String, String, String)>>,
     retries: AtomicU64,
 }
 
 /// Posts `body` with its key until a front-end answers 200, failing over
 /// between front-ends; `None` once the load is stopped and 60 s have passed.
-fn post_until_done(load: &Load, first: usize, key: &str, body: &str) -> Option<String> {
+fn post_until_done(
+    load: &Load,
+    first: usize,
+    write_key: &str,
+    key: &str,
+    body: &str,
+) -> Option<String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
@@ -268,7 +276,7 @@ fn post_until_done(load: &Load, first: usize, key: &str, body: &str) -> Option<S
         let resp = agent
             .post(format!("{url}/v1/batch"))
             .header("Content-Type", "application/json")
-            .header("Authorization", basic())
+            .header("Authorization", basic(write_key))
             .header("Idempotency-Key", key)
             .send(body.as_bytes());
         if let Ok(r) = resp {
@@ -291,15 +299,16 @@ fn post_until_done(load: &Load, first: usize, key: &str, body: &str) -> Option<S
     None
 }
 
-fn basic() -> String {
+fn basic(write_key: &str) -> String {
     use base64::Engine as _;
     format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:"))
+        base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"))
     )
 }
 
 fn client(load: Arc<Load>, n: usize) {
+    let write_key = [KEY, KEY2][n % 2];
     let mut rng = rand::rng();
     let mut mine: Vec<String> = Vec::new();
     let mut batch_no = 0usize;
@@ -325,13 +334,16 @@ fn client(load: Arc<Load>, n: usize) {
         load.sent.lock().unwrap().extend(ids.iter().cloned());
         let body = json!({"batch": events}).to_string();
         let key = uuid7();
-        let Some(answer) = post_until_done(&load, n + batch_no, &key, &body) else {
+        let Some(answer) = post_until_done(&load, n + batch_no, write_key, &key, &body) else {
             continue;
         };
         assert!(answer.contains("\"accepted\":20"), "{answer}");
         load.acked.lock().unwrap().extend(ids.iter().cloned());
         mine.extend(ids);
-        load.answered.lock().unwrap().push((key, body, answer));
+        load.answered
+            .lock()
+            .unwrap()
+            .push((write_key, key, body, answer));
     }
 }
 
@@ -397,6 +409,8 @@ fn jetstream_cluster_keeps_every_acknowledged_event_exactly_once_through_kills()
                 dir.join(format!("fe{i}")).display().to_string(),
                 "--write-key".into(),
                 format!("{KEY}={SOURCE}"),
+                "--write-key".into(),
+                format!("{KEY2}=web"),
             ]);
             Role::start(a, dir.join(format!("fe{i}.log")))
         })
@@ -532,12 +546,14 @@ fn jetstream_cluster_keeps_every_acknowledged_event_exactly_once_through_kills()
     // Replays get the stored answer from either front-end.
     let answered = load.answered.lock().unwrap().clone();
     let agent = agent();
-    for (i, (key, body, answer)) in answered.iter().step_by(answered.len() / 10 + 1).enumerate() {
+    for (i, (write_key, key, body, answer)) in
+        answered.iter().step_by(answered.len() / 10 + 1).enumerate()
+    {
         let url = &fronts[i % 2].url;
         let r = agent
             .post(format!("{url}/v1/batch"))
             .header("Content-Type", "application/json")
-            .header("Authorization", basic())
+            .header("Authorization", basic(write_key))
             .header("Idempotency-Key", key)
             .send(body.as_bytes())
             .unwrap();
@@ -654,7 +670,7 @@ fn broker_outage_is_a_503_and_import_through_the_broker_is_idempotent() {
         agent
             .post(format!("{}/v1/batch", fe.url))
             .header("Content-Type", "application/json")
-            .header("Authorization", basic())
+            .header("Authorization", basic(KEY))
             .send(json!({ "batch": batch }).to_string().as_bytes())
             .unwrap()
     };
